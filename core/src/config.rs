@@ -1,0 +1,275 @@
+//! Node configuration: strategy knobs and every bound on state the network can grow.
+
+use std::time::Duration;
+
+use crate::error::Error;
+use crate::wire::{DecodeLimits, PATH_DECODE_LIMIT};
+
+/// Which links a node reads messages from and routes over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Routing {
+    /// The original: only links that fit in the k-bucket routing table are listened to and
+    /// routed over; a link refused by a full bucket stays open but is ignored.
+    TableOnly,
+    /// Every established link is listened to and routed over.
+    AllLinks,
+}
+
+/// How a node picks which candidates to link to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LinkSelection {
+    /// The original: the `target_links` candidates nearest to our own id.
+    NearestToSelf,
+    /// The `near` candidates nearest to us plus one per distinct XOR-distance bucket, so
+    /// links spread over the id space and greedy routing halves the distance per hop.
+    BucketDiverse {
+        /// How many nearest candidates to link besides the one-per-bucket picks.
+        near: usize,
+    },
+}
+
+/// How many copies a node forwards and to whom.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Forwarding {
+    /// The original: `concurrency` copies at every hop, plus one towards the preferred path.
+    Spread,
+    /// One copy along the greedy (or preferred) path; `concurrency` copies only where greedy
+    /// progress fails (no link is closer to the target than we are).
+    Greedy,
+}
+
+/// Node configuration. [`Config::default`] is the scalable strategy; [`Config::original`]
+/// reproduces the JS original's choices for comparison. Every limit is a field here.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Our WebSocket url, sent in `handshake-answer` (`None`: we run no server).
+    pub advertised_url: Option<String>,
+    /// Whether we can link over WebRTC (the driver runs a WebRTC stack).
+    pub webrtc: bool,
+
+    /// Which links are listened to and routed over.
+    pub routing: Routing,
+    /// Which candidates to link.
+    pub link_selection: LinkSelection,
+    /// How many copies to forward.
+    pub forwarding: Forwarding,
+    /// Copies per hop for [`Forwarding::Spread`]; copies at a local minimum for
+    /// [`Forwarding::Greedy`]. The original uses 2.
+    pub concurrency: usize,
+
+    /// Contacts per k-bucket in the routing table and the candidate table (20).
+    pub k: usize,
+    /// Links to populate up to, counting pending connects (original: 15).
+    pub target_links: usize,
+    /// Most established links; past it the node sheds surplus links (keeping the links that
+    /// make routing work) and refuses new ones. A link over it is closed with
+    /// [`CloseReason::LinkBudget`](crate::CloseReason::LinkBudget).
+    pub max_links: usize,
+    /// Most connections in any state (dialing, handshaking, established). An inbound
+    /// connection past it is refused.
+    pub max_connections: usize,
+
+    /// Hops after which a message is dropped instead of relayed (20). Paths longer than this
+    /// are refused at decode.
+    pub max_hops: usize,
+    /// Largest frame accepted, in bytes.
+    pub max_frame_bytes: usize,
+    /// Deepest JSON nesting accepted in a frame.
+    pub max_json_depth: usize,
+    /// Most ids taken from one `foundPeers` message; the rest are ignored.
+    pub max_found_peers: usize,
+    /// Ids we put in a `foundPeers` reply (original: 20).
+    pub found_peers_reply: usize,
+
+    /// Most nonces remembered for duplicate suppression.
+    pub seen_nonces_max: usize,
+    /// How long a nonce is remembered.
+    pub seen_nonce_ttl: Duration,
+    /// Most senders remembered in the preferred-path table (sender -> link it came from).
+    pub preferred_paths_max: usize,
+    /// Most messages queued while the node has no link.
+    pub queue_max: usize,
+
+    /// Most connect attempts in flight (offers sent or answered, sessions being set up).
+    pub max_pending_connects: usize,
+    /// A pending connect that has not produced a link after this long is dropped (the
+    /// original never clears them).
+    pub pending_connect_timeout: Duration,
+    /// A candidate whose connect failed is not retried for this long, doubled per failure.
+    pub connect_retry_backoff: Duration,
+    /// A WebSocket link that sends no id handshake within this time is closed.
+    pub id_handshake_timeout: Duration,
+    /// A WebRTC session that has not opened its data channel within this time is abandoned.
+    pub webrtc_timeout: Duration,
+
+    /// Malformed frames tolerated on one connection before it is closed.
+    pub max_violations: u32,
+
+    /// Most bootstrap urls.
+    pub max_bootstrap_urls: usize,
+    /// First delay before re-dialling a bootstrap url that failed; doubled per failure.
+    pub bootstrap_backoff_initial: Duration,
+    /// Longest delay between bootstrap dial attempts.
+    pub bootstrap_backoff_max: Duration,
+    /// Interval of the discovery refresh (asking for peers to fill empty buckets and top up
+    /// links). `None` disables it, as in the original.
+    pub refresh_interval: Option<Duration>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            advertised_url: None,
+            webrtc: false,
+            routing: Routing::AllLinks,
+            link_selection: LinkSelection::BucketDiverse { near: 4 },
+            forwarding: Forwarding::Greedy,
+            concurrency: 2,
+            k: 20,
+            target_links: 15,
+            max_links: 32,
+            max_connections: 64,
+            max_hops: 20,
+            max_frame_bytes: 1 << 20,
+            max_json_depth: 128,
+            max_found_peers: 20,
+            found_peers_reply: 20,
+            seen_nonces_max: 65_536,
+            seen_nonce_ttl: Duration::from_secs(120),
+            preferred_paths_max: 4_096,
+            queue_max: 256,
+            max_pending_connects: 32,
+            pending_connect_timeout: Duration::from_secs(10),
+            connect_retry_backoff: Duration::from_secs(5),
+            id_handshake_timeout: Duration::from_secs(10),
+            webrtc_timeout: Duration::from_secs(20),
+            max_violations: 8,
+            max_bootstrap_urls: 16,
+            bootstrap_backoff_initial: Duration::from_millis(500),
+            bootstrap_backoff_max: Duration::from_secs(30),
+            refresh_interval: Some(Duration::from_secs(15)),
+        }
+    }
+}
+
+impl Config {
+    /// The original's strategy: table-only links, 15 links nearest to self, two copies per
+    /// hop, no refresh. Bounds stay on (the original has none) but are generous enough that
+    /// a seed peer can hold everyone, as it does in the original.
+    pub fn original() -> Self {
+        Config {
+            routing: Routing::TableOnly,
+            link_selection: LinkSelection::NearestToSelf,
+            forwarding: Forwarding::Spread,
+            concurrency: 2,
+            max_links: 1 << 20,
+            max_connections: 1 << 20,
+            refresh_interval: None,
+            ..Config::default()
+        }
+    }
+
+    /// Checks the fields against each other.
+    pub fn validate(&self) -> Result<(), Error> {
+        let fail = |why: &'static str| Err(Error::InvalidConfig(why));
+        if self.k == 0 {
+            return fail("k must be at least 1");
+        }
+        if self.max_hops == 0 || self.max_hops > PATH_DECODE_LIMIT {
+            return fail("max_hops must be in 1..=64");
+        }
+        if self.concurrency == 0 {
+            return fail("concurrency must be at least 1");
+        }
+        if self.max_links == 0 || self.max_connections < self.max_links.min(1 << 20) {
+            return fail("max_connections must be at least max_links");
+        }
+        if self.target_links > self.max_links {
+            return fail("target_links must not exceed max_links");
+        }
+        if self.max_frame_bytes < 256 {
+            return fail("max_frame_bytes must be at least 256");
+        }
+        if self.max_json_depth < 4 {
+            return fail("max_json_depth must be at least 4");
+        }
+        if self.seen_nonces_max == 0 {
+            return fail("seen_nonces_max must be at least 1");
+        }
+        if let Some(url) = &self.advertised_url {
+            if !crate::node::is_ws_url(url) {
+                return fail("advertised_url must be a ws:// or wss:// url");
+            }
+        }
+        if self.refresh_interval.is_some_and(|d| d.is_zero()) {
+            return fail("refresh_interval must be positive");
+        }
+        Ok(())
+    }
+
+    /// The decode limits implied by this config.
+    pub fn decode_limits(&self) -> DecodeLimits {
+        DecodeLimits {
+            max_frame_bytes: self.max_frame_bytes,
+            max_json_depth: self.max_json_depth,
+            max_path_len: self.max_hops,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_are_valid() {
+        Config::default().validate().unwrap();
+        Config::original().validate().unwrap();
+    }
+
+    #[test]
+    fn bad_configs_are_refused() {
+        let bad = [
+            Config {
+                k: 0,
+                ..Config::default()
+            },
+            Config {
+                max_hops: 65,
+                ..Config::default()
+            },
+            Config {
+                concurrency: 0,
+                ..Config::default()
+            },
+            Config {
+                target_links: 40,
+                ..Config::default()
+            },
+            Config {
+                advertised_url: Some("http://x".into()),
+                ..Config::default()
+            },
+        ];
+        for config in bad {
+            assert!(
+                matches!(config.validate(), Err(Error::InvalidConfig(_))),
+                "{config:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn config_round_trips_through_json() {
+        let config = Config::original();
+        let json = serde_json::to_string(&config).unwrap();
+        let back: Config = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, config);
+        let partial: Config = serde_json::from_str(r#"{"target_links":5}"#).unwrap();
+        assert_eq!(partial.target_links, 5);
+    }
+}

@@ -1,0 +1,127 @@
+//! Connections, links and connect attempts as the node tracks them.
+//!
+//! A *connection* is one transport session the driver runs (a WebSocket or a WebRTC data
+//! channel), named by a [`ConnId`] the node allocates. A *link* is an established connection
+//! to a known peer id. A *pending connect* is a handshake in progress with a peer we have no
+//! link to yet.
+
+use core::fmt;
+
+use crate::id::PeerId;
+use crate::time::Time;
+
+/// A connection handle, allocated by the node and never reused.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub struct ConnId(pub(crate) u64);
+
+impl ConnId {
+    /// The raw number (for logs and driver-side maps).
+    pub fn as_u64(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Debug for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "conn#{}", self.0)
+    }
+}
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// The transport a connection runs over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// A WebSocket, dialled or accepted.
+    WebSocket,
+    /// A WebRTC data channel.
+    WebRtc,
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Transport::WebSocket => "websocket",
+            Transport::WebRtc => "webrtc",
+        })
+    }
+}
+
+/// Why a connection exists, for what happens when it ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Purpose {
+    /// An inbound WebSocket.
+    Inbound,
+    /// A dial to bootstrap url number `.0`.
+    Bootstrap(usize),
+    /// A dial or WebRTC session set up for a connect to this peer.
+    Peer(PeerId),
+}
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ConnState {
+    /// We asked the driver to dial a WebSocket; waiting for it to open.
+    Dialing,
+    /// WebSocket open and our id sent; waiting for the peer's id until `deadline`.
+    AwaitingId { deadline: Time },
+    /// A WebRTC session is being set up; `fallback_ws` is dialled if it fails.
+    WebRtcConnecting {
+        peer: PeerId,
+        fallback_ws: Option<String>,
+    },
+    /// A link to `peer` (maybe a spare one; see [`Link`]).
+    Established { peer: PeerId },
+}
+
+/// One connection.
+#[derive(Debug, Clone)]
+pub(crate) struct Connection {
+    pub transport: Transport,
+    pub purpose: Purpose,
+    pub state: ConnState,
+    /// Malformed frames received so far.
+    pub violations: u32,
+}
+
+/// An established link to a peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    /// The connection we send on.
+    pub conn: ConnId,
+    /// Its transport.
+    pub transport: Transport,
+    /// When it came up.
+    pub since: Time,
+    /// Whether it is listened to and routed over (always, except links the original's
+    /// routing table refused).
+    pub routable: bool,
+    /// A second connection to the same peer kept while the peer closes it (the side with the
+    /// smaller id closes duplicates); promoted if the primary closes first.
+    pub spare: Option<ConnId>,
+}
+
+/// Which side of the offer/answer exchange we are on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// We sent `handshake-offer`.
+    Offered,
+    /// We answered the peer's offer and wait for it to connect.
+    Answered,
+}
+
+/// A connect attempt in flight.
+#[derive(Debug, Clone)]
+pub(crate) struct Pending {
+    pub deadline: Time,
+    pub role: Role,
+    /// The application asked for it (`connect`), so failures are reported.
+    pub explicit: bool,
+    /// The dial or WebRTC session started for it.
+    pub session: Option<ConnId>,
+}

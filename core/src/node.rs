@@ -1,0 +1,1585 @@
+//! The sans-IO peer-relay node.
+//!
+//! Inputs go in with the current time ([`Node::handle_input`] and the command methods);
+//! outputs come out of [`Node::poll_output`] until it returns `None`; [`Node::poll_timeout`]
+//! says when to call again with [`Input::Timeout`]. The node never reads a clock, the OS RNG
+//! or the network, so the same seed and the same inputs give the same outputs, byte for byte.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+use rand_core::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use smallvec::SmallVec;
+
+use crate::config::{Config, Forwarding, LinkSelection, Routing};
+use crate::conn::{ConnId, ConnState, Connection, Link, Pending, Purpose, Role, Transport};
+use crate::discovery::Candidates;
+use crate::error::Error;
+use crate::id::{Distance, ID_BITS, PeerId};
+use crate::router::{PreferredPaths, Queued, SeenNonces, greedy_hops, spread_hops};
+use crate::stats::{CloseReason, DropReason, Stats};
+use crate::table::{Insert, KBucket};
+use crate::time::Time;
+use crate::wire::{
+    self, DecodeLimits, Envelope, Nonce, OutgoingPayload, Payload, decode_id_handshake,
+    encode_id_handshake, write_envelope,
+};
+
+/// Longest url we dial or advertise.
+const MAX_URL_LEN: usize = 2048;
+/// Nonces are drawn below 10^15, like the original's `Math.floor(1e15 * Math.random())`.
+const NONCE_RANGE: u64 = 1_000_000_000_000_000;
+/// Room for the envelope around a payload: ids, nonce and a full path.
+const ENVELOPE_OVERHEAD: usize = 128;
+
+/// Whether `url` is a `ws://` or `wss://` url we are willing to dial or advertise.
+pub fn is_ws_url(url: &str) -> bool {
+    let rest = url
+        .strip_prefix("ws://")
+        .or_else(|| url.strip_prefix("wss://"));
+    url.len() <= MAX_URL_LEN
+        && rest.is_some_and(|r| !r.is_empty())
+        && url.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// Something the driver tells the node.
+#[derive(Debug, Clone, Copy)]
+pub enum Input<'a> {
+    /// A connection the node asked for opened: a WebSocket dial succeeded, or a WebRTC data
+    /// channel opened.
+    Opened {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// A text frame (or data-channel string) arrived.
+    Frame {
+        /// The connection.
+        conn: ConnId,
+        /// The frame's bytes.
+        frame: &'a [u8],
+    },
+    /// A binary frame arrived (the protocol is text only; it is counted and dropped).
+    BinaryFrame {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// A connection closed, or a dial or WebRTC session failed.
+    Closed {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// The driver's WebRTC stack produced a local signal (offer, answer or candidate) in
+    /// simple-peer's JSON format, to be relayed to the session's peer.
+    LocalSignal {
+        /// The WebRTC connection.
+        conn: ConnId,
+        /// The signal JSON.
+        signal: &'a str,
+    },
+    /// The time from [`Node::poll_timeout`] was reached.
+    Timeout,
+}
+
+/// Something the node asks the driver to do, or tells the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Send a text frame on a connection.
+    Transmit {
+        /// The connection.
+        conn: ConnId,
+        /// The frame (one JSON value).
+        frame: String,
+    },
+    /// Open a WebSocket to `url`; report [`Input::Opened`] or [`Input::Closed`] for `conn`.
+    DialWebSocket {
+        /// The handle for the new connection.
+        conn: ConnId,
+        /// Where to dial.
+        url: String,
+    },
+    /// Start a WebRTC session with `peer`. As initiator, create the data channel and the
+    /// offer; as responder, wait for the remote offer. Feed local signals back with
+    /// [`Input::LocalSignal`], and report [`Input::Opened`] when the data channel opens.
+    StartWebRtc {
+        /// The handle for the session.
+        conn: ConnId,
+        /// The remote peer.
+        peer: PeerId,
+        /// Whether we create the offer.
+        initiator: bool,
+    },
+    /// Hand a signal from the remote peer to the WebRTC session.
+    RemoteSignal {
+        /// The session.
+        conn: ConnId,
+        /// The signal JSON, as the remote sent it.
+        signal: String,
+    },
+    /// Close a connection. The node has already forgotten it.
+    Close {
+        /// The connection.
+        conn: ConnId,
+        /// Why.
+        reason: CloseReason,
+    },
+    /// An application event.
+    Event(Event),
+}
+
+/// Why a connect attempt failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConnectFailure {
+    /// No link came up within `pending_connect_timeout` (or `webrtc_timeout`).
+    Timeout,
+    /// The peer's answer offers no transport we can use.
+    NoTransport,
+    /// The WebSocket dial to the peer's url failed.
+    DialFailed,
+    /// The WebRTC session failed and there was no url to fall back to.
+    WebRtcFailed,
+    /// `max_connections` was reached.
+    ConnectionLimit,
+}
+
+/// Events for the application.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A direct link to `peer` came up.
+    PeerConnected {
+        /// The peer.
+        peer: PeerId,
+        /// The link's transport.
+        transport: Transport,
+    },
+    /// The direct link to `peer` went down.
+    PeerDisconnected {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// A `user` message addressed to us arrived.
+    Message {
+        /// The sender.
+        from: PeerId,
+        /// The data, as raw JSON exactly as sent.
+        data: Box<RawValue>,
+        /// Peers the message passed through, the sender included (1 = direct).
+        path_len: usize,
+    },
+    /// A connect attempt to `peer` failed.
+    ConnectFailed {
+        /// The peer.
+        peer: PeerId,
+        /// Why.
+        reason: ConnectFailure,
+        /// Whether the application asked for it (`connect`) rather than discovery.
+        explicit: bool,
+    },
+    /// Dialling a bootstrap url failed; it is retried after `retry_in`.
+    BootstrapFailed {
+        /// The url.
+        url: String,
+        /// Consecutive failures.
+        attempt: u32,
+        /// Delay before the next attempt.
+        retry_in: Duration,
+    },
+}
+
+impl PartialEq for Event {
+    fn eq(&self, other: &Event) -> bool {
+        use Event::*;
+        match (self, other) {
+            (
+                PeerConnected {
+                    peer: a,
+                    transport: x,
+                },
+                PeerConnected {
+                    peer: b,
+                    transport: y,
+                },
+            ) => a == b && x == y,
+            (PeerDisconnected { peer: a }, PeerDisconnected { peer: b }) => a == b,
+            (
+                Message {
+                    from: a,
+                    data: x,
+                    path_len: m,
+                },
+                Message {
+                    from: b,
+                    data: y,
+                    path_len: n,
+                },
+            ) => a == b && x.get() == y.get() && m == n,
+            (
+                ConnectFailed {
+                    peer: a,
+                    reason: x,
+                    explicit: e,
+                },
+                ConnectFailed {
+                    peer: b,
+                    reason: y,
+                    explicit: f,
+                },
+            ) => a == b && x == y && e == f,
+            (
+                BootstrapFailed {
+                    url: a,
+                    attempt: x,
+                    retry_in: m,
+                },
+                BootstrapFailed {
+                    url: b,
+                    attempt: y,
+                    retry_in: n,
+                },
+            ) => a == b && x == y && m == n,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Event {}
+
+/// Timers, ordered for deterministic firing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Handshake(ConnId),
+    Pending(PeerId),
+    Bootstrap(usize),
+    Refresh,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BootState {
+    /// Dialling, or linked over, this connection.
+    Active(ConnId),
+    /// Waiting to dial again.
+    Waiting(Time),
+    /// Reached; re-dialled only if the node loses every link.
+    Idle,
+    /// The url leads to ourselves; never dialled again.
+    Disabled,
+}
+
+#[derive(Debug, Clone)]
+struct Bootstrap {
+    url: String,
+    state: BootState,
+    failures: u32,
+}
+
+/// Sizes of every bounded structure, for tests, fuzzing and monitoring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Sizes {
+    /// Connections in any state.
+    pub connections: usize,
+    /// Established links.
+    pub links: usize,
+    /// Links in the routing table (original strategy).
+    pub table: usize,
+    /// Candidate ids.
+    pub candidates: usize,
+    /// Connect attempts in flight.
+    pub pending: usize,
+    /// Remembered nonces.
+    pub seen_nonces: usize,
+    /// Remembered preferred paths.
+    pub preferred_paths: usize,
+    /// Messages waiting for a first link.
+    pub queued: usize,
+    /// Undrained outputs.
+    pub outputs: usize,
+    /// Armed timers.
+    pub timers: usize,
+}
+
+/// A peer-relay node: the whole protocol as a deterministic state machine.
+///
+/// ```
+/// use peer_relay_core::{Config, Input, Node, Output, Time};
+///
+/// // Two nodes, wired together by hand: `a` accepts a connection that `b` dialled.
+/// let now = Time::ZERO;
+/// let mut a = Node::new(Config::default(), [1; 32], now).unwrap();
+/// let mut b = Node::new(Config::default(), [2; 32], now).unwrap();
+/// let on_a = a.accept(now).unwrap();
+/// b.bootstrap(now, "ws://a.example:8000").unwrap();
+/// let Some(Output::DialWebSocket { conn: on_b, .. }) = b.poll_output() else { panic!() };
+/// b.handle_input(now, Input::Opened { conn: on_b });
+///
+/// // Carry frames both ways until both are quiet.
+/// loop {
+///     let mut moved = false;
+///     while let Some(out) = a.poll_output() {
+///         if let Output::Transmit { frame, .. } = out {
+///             b.handle_input(now, Input::Frame { conn: on_b, frame: frame.as_bytes() });
+///             moved = true;
+///         }
+///     }
+///     while let Some(out) = b.poll_output() {
+///         if let Output::Transmit { frame, .. } = out {
+///             a.handle_input(now, Input::Frame { conn: on_a, frame: frame.as_bytes() });
+///             moved = true;
+///         }
+///     }
+///     if !moved {
+///         break;
+///     }
+/// }
+/// assert!(a.is_linked(&b.id()) && b.is_linked(&a.id()));
+///
+/// // A message from b to a.
+/// b.send(now, a.id(), &serde_json::json!({"hello": "world"})).unwrap();
+/// let Some(Output::Transmit { frame, .. }) = b.poll_output() else { panic!() };
+/// a.handle_input(now, Input::Frame { conn: on_a, frame: frame.as_bytes() });
+/// let message = std::iter::from_fn(|| a.poll_output()).find_map(|out| match out {
+///     Output::Event(peer_relay_core::Event::Message { data, .. }) => Some(data),
+///     _ => None,
+/// });
+/// assert_eq!(message.unwrap().get(), r#"{"hello":"world"}"#);
+/// ```
+#[derive(Debug)]
+pub struct Node {
+    config: Config,
+    limits: DecodeLimits,
+    id: PeerId,
+    rng: Xoshiro256PlusPlus,
+    now: Time,
+    shut_down: bool,
+    next_conn: u64,
+    conns: BTreeMap<ConnId, Connection>,
+    links: BTreeMap<PeerId, Link>,
+    /// The original's routing table; holds routable links under [`Routing::TableOnly`].
+    table: KBucket<ConnId>,
+    candidates: Candidates,
+    pending: BTreeMap<PeerId, Pending>,
+    seen: SeenNonces,
+    preferred: PreferredPaths,
+    queue: VecDeque<Queued>,
+    bootstrap: Vec<Bootstrap>,
+    timers: BTreeSet<(Time, Timer)>,
+    refresh_at: Option<Time>,
+    outputs: VecDeque<Output>,
+    stats: Stats,
+}
+
+impl Node {
+    /// A node with its id and every random choice drawn from `seed`.
+    pub fn new(config: Config, seed: [u8; 32], now: Time) -> Result<Node, Error> {
+        config.validate()?;
+        let mut rng = Xoshiro256PlusPlus::from_seed(seed);
+        let id = PeerId::random(&mut rng);
+        let seen = SeenNonces::new(
+            config.seen_nonces_max,
+            config.seen_nonce_ttl,
+            rng.next_u64(),
+        );
+        let preferred = PreferredPaths::new(config.preferred_paths_max, rng.next_u64());
+        let evict_stale = config.link_selection != LinkSelection::NearestToSelf;
+        let mut node = Node {
+            limits: config.decode_limits(),
+            id,
+            rng,
+            now,
+            shut_down: false,
+            next_conn: 1,
+            conns: BTreeMap::new(),
+            links: BTreeMap::new(),
+            table: KBucket::new(id, config.k),
+            candidates: Candidates::new(id, config.k, evict_stale),
+            pending: BTreeMap::new(),
+            seen,
+            preferred,
+            queue: VecDeque::new(),
+            bootstrap: Vec::new(),
+            timers: BTreeSet::new(),
+            refresh_at: None,
+            outputs: VecDeque::new(),
+            stats: Stats::default(),
+            config,
+        };
+        node.schedule_refresh();
+        Ok(node)
+    }
+
+    /// Like [`Node::new`], with the 32-byte seed expanded from a `u64`.
+    pub fn with_seed(config: Config, seed: u64, now: Time) -> Result<Node, Error> {
+        let mut expanded = [0u8; 32];
+        Xoshiro256PlusPlus::seed_from_u64(seed).fill_bytes(&mut expanded);
+        Node::new(config, expanded, now)
+    }
+
+    /// Our id.
+    pub fn id(&self) -> PeerId {
+        self.id
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Sizes of every bounded structure.
+    pub fn sizes(&self) -> Sizes {
+        Sizes {
+            connections: self.conns.len(),
+            links: self.links.len(),
+            table: self.table.len(),
+            candidates: self.candidates.len(),
+            pending: self.pending.len(),
+            seen_nonces: self.seen.len(),
+            preferred_paths: self.preferred.len(),
+            queued: self.queue.len(),
+            outputs: self.outputs.len(),
+            timers: self.timers.len(),
+        }
+    }
+
+    /// Whether `peer` is directly linked.
+    pub fn is_linked(&self, peer: &PeerId) -> bool {
+        self.links.contains_key(peer)
+    }
+
+    /// Established links, ordered by peer id.
+    pub fn links(&self) -> impl Iterator<Item = (&PeerId, &Link)> {
+        self.links.iter()
+    }
+
+    /// Whether [`Node::shutdown`] was called.
+    pub fn is_shut_down(&self) -> bool {
+        self.shut_down
+    }
+
+    /// The next output, or `None` when drained.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When to feed [`Input::Timeout`] next, if anything is scheduled.
+    pub fn poll_timeout(&self) -> Option<Time> {
+        self.timers.first().map(|(at, _)| *at)
+    }
+
+    // ---- inputs -------------------------------------------------------------------------
+
+    /// Feeds one input. Problems caused by peers are counted in [`Node::stats`], never
+    /// returned.
+    pub fn handle_input(&mut self, now: Time, input: Input<'_>) {
+        self.advance(now);
+        if self.shut_down {
+            return;
+        }
+        match input {
+            Input::Opened { conn } => self.on_opened(conn),
+            Input::Frame { conn, frame } => self.on_frame(conn, frame),
+            Input::BinaryFrame { conn } => {
+                if self.conns.contains_key(&conn) {
+                    self.stats.frames_in += 1;
+                    self.drop_frame(conn, DropReason::Binary);
+                }
+            }
+            Input::Closed { conn } => {
+                if let Some(c) = self.conns.remove(&conn) {
+                    self.forget_conn(conn, c, None);
+                }
+            }
+            Input::LocalSignal { conn, signal } => self.on_local_signal(conn, signal),
+            Input::Timeout => self.on_timeout(),
+        }
+    }
+
+    /// Registers a WebSocket the driver accepted. Our id handshake is queued at once.
+    /// Refused with [`Error::TooManyConnections`] past `max_connections`: close the socket.
+    pub fn accept(&mut self, now: Time) -> Result<ConnId, Error> {
+        self.advance(now);
+        self.check_running()?;
+        if self.conns.len() >= self.config.max_connections {
+            self.stats.connections_refused += 1;
+            return Err(Error::TooManyConnections);
+        }
+        let conn = self.new_conn(Transport::WebSocket, Purpose::Inbound, ConnState::Dialing);
+        self.on_ws_open(conn);
+        Ok(conn)
+    }
+
+    fn advance(&mut self, now: Time) {
+        // Time never runs backwards inside the node, whatever the driver passes.
+        self.now = self.now.max(now);
+    }
+
+    fn check_running(&self) -> Result<(), Error> {
+        if self.shut_down {
+            Err(Error::ShutDown)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn on_opened(&mut self, conn: ConnId) {
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        match &c.state {
+            ConnState::Dialing => self.on_ws_open(conn),
+            ConnState::WebRtcConnecting { peer, .. } => {
+                let peer = *peer;
+                self.link_up(conn, peer);
+            }
+            ConnState::AwaitingId { .. } | ConnState::Established { .. } => {}
+        }
+    }
+
+    fn on_ws_open(&mut self, conn: ConnId) {
+        let deadline = self.now + self.config.id_handshake_timeout;
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.state = ConnState::AwaitingId { deadline };
+        }
+        self.arm(deadline, Timer::Handshake(conn));
+        self.transmit(conn, encode_id_handshake(&self.id));
+    }
+
+    fn on_frame(&mut self, conn: ConnId, frame: &[u8]) {
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        self.stats.frames_in += 1;
+        self.stats.bytes_in += frame.len() as u64;
+        match c.state {
+            ConnState::AwaitingId { .. } => self.on_id_handshake(conn, frame),
+            ConnState::Established { peer } => {
+                if self.listens_on(conn, &peer) {
+                    self.on_envelope(conn, peer, frame);
+                } else {
+                    self.stats.dropped.add(DropReason::NotListening);
+                }
+            }
+            ConnState::Dialing | ConnState::WebRtcConnecting { .. } => {
+                self.drop_frame(conn, DropReason::NotOpen);
+            }
+        }
+    }
+
+    fn listens_on(&self, conn: ConnId, peer: &PeerId) -> bool {
+        match self.config.routing {
+            Routing::AllLinks => true,
+            // The original only listens to channels in its routing table.
+            Routing::TableOnly => self
+                .links
+                .get(peer)
+                .is_some_and(|l| l.routable && l.conn == conn),
+        }
+    }
+
+    fn on_id_handshake(&mut self, conn: ConnId, frame: &[u8]) {
+        match decode_id_handshake(frame, &self.limits) {
+            Ok(peer) if peer == self.id => self.close(conn, CloseReason::SelfConnection),
+            Ok(peer) => self.link_up(conn, peer),
+            Err(err) => {
+                self.stats.dropped.add(err.into());
+                self.close(conn, CloseReason::InvalidHandshake);
+            }
+        }
+    }
+
+    /// Counts a bad frame against its connection, closing it past `max_violations`.
+    fn drop_frame(&mut self, conn: ConnId, reason: DropReason) {
+        self.stats.dropped.add(reason);
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.violations += 1;
+        if c.violations > self.config.max_violations {
+            self.close(conn, CloseReason::ProtocolViolations);
+        }
+    }
+
+    fn on_envelope(&mut self, conn: ConnId, link_peer: PeerId, frame: &[u8]) {
+        let env = match Envelope::decode(frame, &self.limits) {
+            Ok(env) => env,
+            Err(err) => return self.drop_frame(conn, err.into()),
+        };
+        if !self.seen.insert(self.now, &env.nonce) {
+            self.stats.duplicates += 1;
+            return;
+        }
+        if env.from == self.id {
+            self.stats.dropped.add(DropReason::FromSelf);
+            return;
+        }
+        // Direct neighbours need no entry: they are routed to directly.
+        if env.from != link_peer {
+            self.preferred.insert(env.from, link_peer);
+        }
+        if env.to == self.id {
+            self.receive(&env);
+        } else {
+            self.relay(&env);
+        }
+    }
+
+    fn receive(&mut self, env: &Envelope<'_>) {
+        self.stats.received += 1;
+        let payload = match Payload::decode(env.payload, self.config.max_found_peers) {
+            Ok(payload) => payload,
+            Err(_) => return self.stats.dropped.add(DropReason::MalformedPayload),
+        };
+        let from = env.from;
+        match payload {
+            Payload::User(data) => {
+                self.stats.delivered += 1;
+                self.emit(Event::Message {
+                    from,
+                    data: data.to_owned(),
+                    path_len: env.path.len(),
+                });
+            }
+            Payload::FindPeers(target) => self.on_find_peers(from, target),
+            Payload::FoundPeers { ids, .. } => self.on_found_peers(from, &ids),
+            Payload::HandshakeOffer => self.on_offer(from),
+            Payload::HandshakeAnswer { ws, wrtc } => self.on_answer(from, ws.as_deref(), wrtc),
+            Payload::Signal(signal) => self.on_signal(from, signal),
+            // Forward compatibility: types we do not know are ignored.
+            Payload::Unknown => {}
+        }
+    }
+
+    fn relay(&mut self, env: &Envelope<'_>) {
+        if env.path.len() >= self.config.max_hops {
+            return self.stats.dropped.add(DropReason::HopLimit);
+        }
+        // JS peers crash on payloads of the wrong shape; never pass one on.
+        if Payload::decode(env.payload, self.config.max_found_peers).is_err() {
+            return self.stats.dropped.add(DropReason::MalformedPayload);
+        }
+        if self.forward(&env.to, &env.from, &env.path, &env.nonce, env.payload.get()) {
+            self.stats.relayed += 1;
+        }
+    }
+
+    /// Sends a message on to its next hops, appending our id to the path. False (and counted)
+    /// when there is nowhere to send it.
+    fn forward(
+        &mut self,
+        to: &PeerId,
+        from: &PeerId,
+        path: &[PeerId],
+        nonce: &Nonce,
+        payload: &str,
+    ) -> bool {
+        let hops = self.next_hops(to, path);
+        if hops.is_empty() {
+            self.stats.dropped.add(DropReason::NoRoute);
+            return false;
+        }
+        let mut frame = String::new();
+        write_envelope(&mut frame, to, from, path, Some(&self.id), nonce, payload);
+        let last = hops.len() - 1;
+        for (i, hop) in hops.iter().enumerate() {
+            let Some(conn) = self.links.get(hop).map(|l| l.conn) else {
+                continue;
+            };
+            let frame = if i == last {
+                std::mem::take(&mut frame)
+            } else {
+                frame.clone()
+            };
+            self.transmit(conn, frame);
+        }
+        true
+    }
+
+    fn next_hops(&self, to: &PeerId, path: &[PeerId]) -> SmallVec<[PeerId; 4]> {
+        let on_path = |p: &PeerId| path.contains(p);
+        let concurrency = self.config.concurrency;
+        let preferred_hop = self.preferred.get(to);
+        match self.config.routing {
+            Routing::TableOnly => {
+                let closest = self.table.closest_iter(to).map(|e| &e.id);
+                // The original sends towards the table entry closest to the preferred hop.
+                let preferred = preferred_hop
+                    .and_then(|hop| self.table.closest_iter(&hop).next().map(|e| e.id));
+                self.choose_hops(to, closest, preferred, on_path, concurrency)
+            }
+            Routing::AllLinks => {
+                let mut sorted: SmallVec<[(Distance, PeerId); 32]> = self
+                    .links
+                    .iter()
+                    .filter(|(_, l)| l.routable)
+                    .map(|(id, _)| (id.distance(to), *id))
+                    .collect();
+                sorted.sort_unstable();
+                let closest = sorted.iter().map(|(_, id)| id);
+                let preferred = preferred_hop.filter(|hop| self.links.contains_key(hop));
+                self.choose_hops(to, closest, preferred, on_path, concurrency)
+            }
+        }
+    }
+
+    fn choose_hops<'a>(
+        &self,
+        to: &PeerId,
+        closest: impl Iterator<Item = &'a PeerId>,
+        preferred: Option<PeerId>,
+        on_path: impl Fn(&PeerId) -> bool,
+        concurrency: usize,
+    ) -> SmallVec<[PeerId; 4]> {
+        match self.config.forwarding {
+            Forwarding::Spread => spread_hops(to, closest, preferred, on_path, concurrency),
+            Forwarding::Greedy => greedy_hops(
+                self.id.distance(to),
+                to,
+                closest,
+                preferred,
+                on_path,
+                concurrency,
+            ),
+        }
+    }
+
+    // ---- protocol messages for us -------------------------------------------------------
+
+    fn on_find_peers(&mut self, asker: PeerId, target: PeerId) {
+        let n = self.config.found_peers_reply;
+        let ids = match self.config.link_selection {
+            LinkSelection::NearestToSelf => self.candidates.nearest_reply(&asker, &target, n),
+            LinkSelection::BucketDiverse { .. } => {
+                self.candidates.diverse_reply(&asker, &target, n)
+            }
+        };
+        // Our own reply never fails: there is a link (the request came over one).
+        let _ = self.originate(asker, &OutgoingPayload::FoundPeers(&ids));
+    }
+
+    fn on_found_peers(&mut self, sender: PeerId, ids: &[PeerId]) {
+        for id in ids {
+            // Replies may list the asker and the responder themselves.
+            if *id != self.id && *id != sender {
+                self.candidates.saw(*id);
+            }
+        }
+        self.candidates.saw(sender);
+        self.populate();
+    }
+
+    fn on_offer(&mut self, from: PeerId) {
+        if self.links.contains_key(&from) {
+            return;
+        }
+        match self.pending.get(&from) {
+            // Both sides offered: as in the original, only the side with the larger id answers,
+            // so the smaller id initiates. A connect already under way is not restarted.
+            Some(p) if p.session.is_some() || from > self.id => return,
+            Some(_) => {}
+            None if self.pending.len() >= self.config.max_pending_connects => {
+                return self.stats.dropped.add(DropReason::PendingFull);
+            }
+            None => {}
+        }
+        let deadline = self.now + self.config.pending_connect_timeout;
+        let explicit = self.pending.get(&from).is_some_and(|p| p.explicit);
+        self.set_pending(
+            from,
+            Pending {
+                deadline,
+                role: Role::Answered,
+                explicit,
+                session: None,
+            },
+        );
+        let ws = self.config.advertised_url.clone();
+        let answer = OutgoingPayload::HandshakeAnswer {
+            ws: ws.as_deref(),
+            wrtc: self.config.webrtc,
+        };
+        // The offer came over a link, so this cannot queue.
+        let _ = self.originate(from, &answer);
+    }
+
+    fn on_answer(&mut self, from: PeerId, ws: Option<&str>, wrtc: bool) {
+        if self.links.contains_key(&from) {
+            return;
+        }
+        if self.pending.get(&from).is_none_or(|p| p.session.is_some()) {
+            return self.stats.dropped.add(DropReason::UnsolicitedAnswer);
+        }
+        let url = ws.filter(|u| is_ws_url(u)).map(str::to_owned);
+        if wrtc && self.config.webrtc {
+            self.start_webrtc(from, true, url);
+        } else if let Some(url) = url {
+            self.dial_peer(from, url);
+        } else {
+            self.connect_failed(from, ConnectFailure::NoTransport);
+        }
+    }
+
+    fn on_signal(&mut self, from: PeerId, signal: &RawValue) {
+        if let Some(conn) = self.webrtc_conn_for(&from) {
+            // Includes late candidates for a link that is already up: the session takes them
+            // and no second session is created.
+            self.outputs.push_back(Output::RemoteSignal {
+                conn,
+                signal: signal.get().to_owned(),
+            });
+            return;
+        }
+        let answered = self
+            .pending
+            .get(&from)
+            .is_some_and(|p| p.role == Role::Answered && p.session.is_none());
+        if !self.config.webrtc || !answered {
+            return self.stats.dropped.add(DropReason::UnsolicitedSignal);
+        }
+        if let Some(conn) = self.start_webrtc(from, false, None) {
+            self.outputs.push_back(Output::RemoteSignal {
+                conn,
+                signal: signal.get().to_owned(),
+            });
+        }
+    }
+
+    /// The WebRTC connection (setting up or established) we have with `peer`.
+    fn webrtc_conn_for(&self, peer: &PeerId) -> Option<ConnId> {
+        let is_webrtc = |conn: &ConnId| {
+            self.conns
+                .get(conn)
+                .is_some_and(|c| c.transport == Transport::WebRtc)
+        };
+        if let Some(conn) = self
+            .pending
+            .get(peer)
+            .and_then(|p| p.session)
+            .filter(is_webrtc)
+        {
+            return Some(conn);
+        }
+        let link = self.links.get(peer)?;
+        [Some(link.conn), link.spare]
+            .into_iter()
+            .flatten()
+            .find(is_webrtc)
+    }
+
+    fn on_local_signal(&mut self, conn: ConnId, signal: &str) {
+        let peer = match self.conns.get(&conn) {
+            Some(Connection {
+                transport: Transport::WebRtc,
+                state: ConnState::WebRtcConnecting { peer, .. } | ConnState::Established { peer },
+                ..
+            }) => *peer,
+            _ => return,
+        };
+        // The driver's stack is trusted, but a signal must be a JSON object to be relayed.
+        let is_object =
+            serde_json::from_str::<&RawValue>(signal).is_ok_and(|raw| raw.get().starts_with('{'));
+        if !is_object {
+            return;
+        }
+        let _ = self.originate(peer, &OutgoingPayload::Signal(signal));
+    }
+
+    // ---- links ----------------------------------------------------------------------------
+
+    fn link_up(&mut self, conn: ConnId, peer: PeerId) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if let ConnState::AwaitingId { deadline } = c.state {
+            self.timers.remove(&(deadline, Timer::Handshake(conn)));
+        }
+        let transport = c.transport;
+        c.state = ConnState::Established { peer };
+        self.clear_pending(&peer);
+        self.candidates.saw(peer);
+        self.candidates.connected(&peer);
+        if let Some(link) = self.links.get_mut(&peer) {
+            // A second link to the same peer. As in the original, the side with the smaller
+            // id closes it; the other side keeps it as a spare until then.
+            if peer > self.id || link.spare.is_some() {
+                self.close(conn, CloseReason::Duplicate);
+            } else {
+                link.spare = Some(conn);
+            }
+            return;
+        }
+        let routable = match self.config.routing {
+            Routing::AllLinks => true,
+            Routing::TableOnly => self.table.insert(peer, conn) == Insert::Added,
+        };
+        let link = Link {
+            conn,
+            transport,
+            since: self.now,
+            routable,
+            spare: None,
+        };
+        self.links.insert(peer, link);
+        self.stats.links_opened += 1;
+        if routable {
+            self.flush_queue();
+        }
+        let _ = self.originate(peer, &OutgoingPayload::FindPeers(self.id));
+        self.emit(Event::PeerConnected { peer, transport });
+        self.enforce_link_budget(peer);
+    }
+
+    /// Keeps links within `max_links` by shedding the least useful one: never a link that
+    /// is the only one in its XOR-distance bucket or among the nearest to us, otherwise the
+    /// oldest link in the most crowded bucket. Joiners thus stay linked to a busy peer long
+    /// enough to discover others, while the peer holds a spread of contacts, not a crowd.
+    fn enforce_link_budget(&mut self, newcomer: PeerId) {
+        while self.links.len() > self.config.max_links {
+            let victim = self.pick_link_to_shed(newcomer);
+            let Some(victim) = victim else { break };
+            self.close_link(&victim, CloseReason::LinkBudget);
+        }
+    }
+
+    fn pick_link_to_shed(&self, newcomer: PeerId) -> Option<PeerId> {
+        let mut per_bucket = [0u16; ID_BITS + 1];
+        for peer in self.links.keys() {
+            per_bucket[self.id.common_prefix_len(peer)] += 1;
+        }
+        let near = match self.config.link_selection {
+            LinkSelection::BucketDiverse { near } => near,
+            LinkSelection::NearestToSelf => self.config.target_links,
+        };
+        let mut by_distance: Vec<PeerId> = self.links.keys().copied().collect();
+        by_distance.sort_unstable_by_key(|p| self.id.distance(p));
+        let protected: Vec<PeerId> = by_distance.iter().take(near).copied().collect();
+        self.links
+            .iter()
+            .filter(|(peer, _)| !protected.contains(peer))
+            .map(|(peer, link)| {
+                let crowd = per_bucket[self.id.common_prefix_len(peer)];
+                (crowd, *peer == newcomer, link.since, *peer)
+            })
+            .filter(|(crowd, ..)| *crowd > 1)
+            // Most crowded bucket first; then keep the newcomer; then the oldest.
+            .min_by(|a, b| {
+                b.0.cmp(&a.0)
+                    .then(a.1.cmp(&b.1))
+                    .then(a.2.cmp(&b.2))
+                    .then(a.3.cmp(&b.3))
+            })
+            .map(|(.., peer)| peer)
+            .or(Some(newcomer))
+    }
+
+    /// Closes every connection of a link (the link goes down once, with one event).
+    fn close_link(&mut self, peer: &PeerId, reason: CloseReason) {
+        let Some(link) = self.links.get_mut(peer) else {
+            return;
+        };
+        let spare = link.spare.take();
+        let conn = link.conn;
+        if let Some(spare) = spare {
+            self.close(spare, reason);
+        }
+        self.close(conn, reason);
+    }
+
+    /// A connection of an established link ended.
+    fn link_conn_gone(&mut self, peer: PeerId, conn: ConnId) {
+        let Some(link) = self.links.get_mut(&peer) else {
+            return;
+        };
+        if link.spare == Some(conn) {
+            link.spare = None;
+            return;
+        }
+        if link.conn != conn {
+            return;
+        }
+        if let Some(spare) = link.spare.take() {
+            link.conn = spare;
+            if link.routable && self.config.routing == Routing::TableOnly {
+                self.table.insert(peer, spare);
+            }
+            return;
+        }
+        let link = self.links.remove(&peer).unwrap_or_else(|| unreachable!());
+        if link.routable && self.config.routing == Routing::TableOnly {
+            self.table.remove(&peer);
+        }
+        // As the original: a closed link's peer is forgotten as a candidate too.
+        self.candidates.remove(&peer);
+        self.clear_pending(&peer);
+        self.stats.links_closed += 1;
+        self.emit(Event::PeerDisconnected { peer });
+        if self.links.is_empty() {
+            self.redial_bootstrap();
+        }
+        self.populate();
+    }
+
+    // ---- connecting -----------------------------------------------------------------------
+
+    /// Fills links following the configured [`LinkSelection`].
+    fn populate(&mut self) {
+        if self.shut_down {
+            return;
+        }
+        let now = self.now;
+        match self.config.link_selection {
+            LinkSelection::NearestToSelf => {
+                let target = self.config.target_links;
+                for peer in self.candidates.nearest_to_self(target) {
+                    if self.populate_count() >= target {
+                        break;
+                    }
+                    if self.links.contains_key(&peer)
+                        || self.pending.contains_key(&peer)
+                        || !self.candidates.ready(&peer, now)
+                    {
+                        continue;
+                    }
+                    if self.start_connect(peer, false).is_err() {
+                        break;
+                    }
+                }
+            }
+            LinkSelection::BucketDiverse { near } => {
+                let mut covered = [false; ID_BITS + 1];
+                for peer in self.links.keys().chain(self.pending.keys()) {
+                    covered[self.id.common_prefix_len(peer)] = true;
+                }
+                let taken = |p: &PeerId| self.links.contains_key(p) || self.pending.contains_key(p);
+                let usable = |p: &PeerId| self.candidates.ready(p, now);
+                let mut picks = self
+                    .candidates
+                    .bucket_diverse(near, |b| covered[b], taken, usable);
+                // Top up to the target with the nearest remaining candidates.
+                let shortfall = self
+                    .config
+                    .target_links
+                    .saturating_sub(self.links.len() + self.pending.len());
+                if shortfall > picks.len() {
+                    let extra = self
+                        .candidates
+                        .nearest_to_self(self.config.max_links)
+                        .into_iter()
+                        .filter(|p| !taken(p) && usable(p) && !picks.contains(p))
+                        .take(shortfall - picks.len());
+                    picks.extend(extra.collect::<Vec<_>>());
+                }
+                for peer in picks {
+                    if self.links.len() + self.pending.len() >= self.config.max_links {
+                        break;
+                    }
+                    if self.start_connect(peer, false).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Links plus pending connects as the original counts them for populate.
+    fn populate_count(&self) -> usize {
+        let links = match self.config.routing {
+            Routing::AllLinks => self.links.len(),
+            Routing::TableOnly => self.table.len(),
+        };
+        links + self.pending.len()
+    }
+
+    fn start_connect(&mut self, peer: PeerId, explicit: bool) -> Result<(), Error> {
+        if self.pending.len() >= self.config.max_pending_connects {
+            return Err(Error::TooManyPending);
+        }
+        let deadline = self.now + self.config.pending_connect_timeout;
+        self.set_pending(
+            peer,
+            Pending {
+                deadline,
+                role: Role::Offered,
+                explicit,
+                session: None,
+            },
+        );
+        if let Err(err) = self.originate(peer, &OutgoingPayload::HandshakeOffer) {
+            self.clear_pending(&peer);
+            return Err(err);
+        }
+        Ok(())
+    }
+
+    fn set_pending(&mut self, peer: PeerId, pending: Pending) {
+        self.clear_pending(&peer);
+        self.arm(pending.deadline, Timer::Pending(peer));
+        self.pending.insert(peer, pending);
+    }
+
+    fn clear_pending(&mut self, peer: &PeerId) -> Option<Pending> {
+        let pending = self.pending.remove(peer)?;
+        self.timers
+            .remove(&(pending.deadline, Timer::Pending(*peer)));
+        Some(pending)
+    }
+
+    /// Moves a pending connect's deadline and records its session.
+    fn pending_session(&mut self, peer: PeerId, conn: ConnId, timeout: Duration) {
+        if let Some(mut pending) = self.clear_pending(&peer) {
+            pending.session = Some(conn);
+            pending.deadline = self.now + timeout;
+            self.set_pending(peer, pending);
+        }
+    }
+
+    fn start_webrtc(
+        &mut self,
+        peer: PeerId,
+        initiator: bool,
+        fallback_ws: Option<String>,
+    ) -> Option<ConnId> {
+        if self.conns.len() >= self.config.max_connections {
+            self.connect_failed(peer, ConnectFailure::ConnectionLimit);
+            return None;
+        }
+        let state = ConnState::WebRtcConnecting { peer, fallback_ws };
+        let conn = self.new_conn(Transport::WebRtc, Purpose::Peer(peer), state);
+        self.pending_session(peer, conn, self.config.webrtc_timeout);
+        self.outputs.push_back(Output::StartWebRtc {
+            conn,
+            peer,
+            initiator,
+        });
+        Some(conn)
+    }
+
+    fn dial_peer(&mut self, peer: PeerId, url: String) {
+        if self.conns.len() >= self.config.max_connections {
+            return self.connect_failed(peer, ConnectFailure::ConnectionLimit);
+        }
+        let conn = self.new_conn(
+            Transport::WebSocket,
+            Purpose::Peer(peer),
+            ConnState::Dialing,
+        );
+        self.pending_session(peer, conn, self.config.pending_connect_timeout);
+        self.outputs.push_back(Output::DialWebSocket { conn, url });
+    }
+
+    fn connect_failed(&mut self, peer: PeerId, reason: ConnectFailure) {
+        let Some(pending) = self.clear_pending(&peer) else {
+            return;
+        };
+        if pending.role == Role::Answered && reason == ConnectFailure::Timeout {
+            // We only answered; the peer gave up on connecting to us. Nothing failed here.
+            return;
+        }
+        self.stats.connects_failed += 1;
+        self.candidates
+            .connect_failed(&peer, self.now, self.config.connect_retry_backoff);
+        self.emit(Event::ConnectFailed {
+            peer,
+            reason,
+            explicit: pending.explicit,
+        });
+        self.populate();
+    }
+
+    // ---- connections ----------------------------------------------------------------------
+
+    fn new_conn(&mut self, transport: Transport, purpose: Purpose, state: ConnState) -> ConnId {
+        let conn = ConnId(self.next_conn);
+        self.next_conn += 1;
+        self.conns.insert(
+            conn,
+            Connection {
+                transport,
+                purpose,
+                state,
+                violations: 0,
+            },
+        );
+        conn
+    }
+
+    /// Closes a connection on our initiative.
+    fn close(&mut self, conn: ConnId, reason: CloseReason) {
+        let Some(c) = self.conns.remove(&conn) else {
+            return;
+        };
+        self.stats.closed.add(reason);
+        self.outputs.push_back(Output::Close { conn, reason });
+        self.forget_conn(conn, c, Some(reason));
+    }
+
+    /// Updates everything that depended on a connection that is gone.
+    fn forget_conn(&mut self, conn: ConnId, c: Connection, reason: Option<CloseReason>) {
+        if let ConnState::AwaitingId { deadline } = c.state {
+            self.timers.remove(&(deadline, Timer::Handshake(conn)));
+        }
+        let reached = matches!(c.state, ConnState::Established { .. });
+        match (&c.state, c.purpose) {
+            (ConnState::Established { peer }, _) => self.link_conn_gone(*peer, conn),
+            (ConnState::WebRtcConnecting { peer, fallback_ws }, _) => {
+                let peer = *peer;
+                match fallback_ws.clone() {
+                    Some(url) if self.pending.contains_key(&peer) => self.dial_peer(peer, url),
+                    _ => self.connect_failed(peer, ConnectFailure::WebRtcFailed),
+                }
+            }
+            (ConnState::Dialing | ConnState::AwaitingId { .. }, Purpose::Peer(peer)) => {
+                let timed_out = reason.is_some();
+                let why = if timed_out {
+                    ConnectFailure::Timeout
+                } else {
+                    ConnectFailure::DialFailed
+                };
+                if self
+                    .pending
+                    .get(&peer)
+                    .is_some_and(|p| p.session == Some(conn))
+                {
+                    self.connect_failed(peer, why);
+                }
+            }
+            _ => {}
+        }
+        if let Purpose::Bootstrap(index) = c.purpose {
+            self.bootstrap_conn_gone(index, reached, reason);
+        }
+    }
+
+    fn transmit(&mut self, conn: ConnId, frame: String) {
+        self.stats.frames_out += 1;
+        self.stats.bytes_out += frame.len() as u64;
+        self.outputs.push_back(Output::Transmit { conn, frame });
+    }
+
+    fn emit(&mut self, event: Event) {
+        self.outputs.push_back(Output::Event(event));
+    }
+
+    // ---- originating ----------------------------------------------------------------------
+
+    fn fresh_nonce(&mut self) -> Nonce {
+        loop {
+            let nonce = Nonce::from_u64(self.rng.next_u64() % NONCE_RANGE);
+            if self.seen.insert(self.now, &nonce) {
+                return nonce;
+            }
+        }
+    }
+
+    fn has_routable_link(&self) -> bool {
+        match self.config.routing {
+            Routing::AllLinks => !self.links.is_empty(),
+            Routing::TableOnly => !self.table.is_empty(),
+        }
+    }
+
+    /// Sends a new message of ours, or queues it while we have no link.
+    fn originate(&mut self, to: PeerId, payload: &OutgoingPayload<'_>) -> Result<(), Error> {
+        let json = payload.to_json();
+        if json.len() + ENVELOPE_OVERHEAD + 43 * self.config.max_hops > self.config.max_frame_bytes
+        {
+            return Err(Error::TooLarge);
+        }
+        if !self.has_routable_link() {
+            if self.queue.len() >= self.config.queue_max {
+                return Err(Error::QueueFull);
+            }
+            let nonce = self.fresh_nonce();
+            self.stats.originated += 1;
+            self.stats.queued += 1;
+            self.queue.push_back(Queued {
+                to,
+                nonce,
+                payload: json,
+            });
+            return Ok(());
+        }
+        let nonce = self.fresh_nonce();
+        self.stats.originated += 1;
+        let from = self.id;
+        self.forward(&to, &from, &[], &nonce, &json);
+        Ok(())
+    }
+
+    /// Sends what waited for a first link. The path gets our id once (the original adds it
+    /// twice).
+    fn flush_queue(&mut self) {
+        let from = self.id;
+        while let Some(q) = self.queue.pop_front() {
+            self.forward(&q.to, &from, &[], &q.nonce, &q.payload);
+        }
+    }
+
+    // ---- commands -------------------------------------------------------------------------
+
+    /// Sends `data` (anything serde can turn into JSON) to `to`, relayed through the network.
+    /// Delivery is not guaranteed, as with UDP.
+    pub fn send<T: Serialize + ?Sized>(
+        &mut self,
+        now: Time,
+        to: PeerId,
+        data: &T,
+    ) -> Result<(), Error> {
+        let json = serde_json::to_string(data).map_err(|e| Error::InvalidData(e.to_string()))?;
+        self.send_json(now, to, &json)
+    }
+
+    /// Sends raw JSON to `to`.
+    pub fn send_raw(&mut self, now: Time, to: PeerId, data: &RawValue) -> Result<(), Error> {
+        self.send_json(now, to, data.get())
+    }
+
+    fn send_json(&mut self, now: Time, to: PeerId, json: &str) -> Result<(), Error> {
+        self.advance(now);
+        self.check_running()?;
+        if to == self.id {
+            return Err(Error::OwnId);
+        }
+        if wire::precheck(json.as_bytes(), &self.limits).is_err() {
+            return Err(Error::TooLarge);
+        }
+        self.originate(to, &OutgoingPayload::User(json))
+    }
+
+    /// Asks for a direct link to `peer` (through a relayed `handshake-offer`). A no-op if a
+    /// link or an attempt already exists. Failure is reported as
+    /// [`Event::ConnectFailed`] with `explicit: true`.
+    pub fn connect(&mut self, now: Time, peer: PeerId) -> Result<(), Error> {
+        self.advance(now);
+        self.check_running()?;
+        if peer == self.id {
+            return Err(Error::OwnId);
+        }
+        if self.links.contains_key(&peer) {
+            return Ok(());
+        }
+        if let Some(pending) = self.pending.get_mut(&peer) {
+            pending.explicit = true;
+            return Ok(());
+        }
+        self.start_connect(peer, true)
+    }
+
+    /// Closes the direct link to `peer`.
+    pub fn disconnect(&mut self, now: Time, peer: PeerId) -> Result<(), Error> {
+        self.advance(now);
+        self.check_running()?;
+        if !self.links.contains_key(&peer) {
+            return Err(Error::NotLinked);
+        }
+        self.close_link(&peer, CloseReason::Requested);
+        Ok(())
+    }
+
+    /// Dials a WebSocket url to join the network; retried with backoff while it fails, and
+    /// again whenever the node has lost every link.
+    pub fn bootstrap(&mut self, now: Time, url: &str) -> Result<(), Error> {
+        self.advance(now);
+        self.check_running()?;
+        if !is_ws_url(url) {
+            return Err(Error::InvalidUrl);
+        }
+        if self.bootstrap.iter().any(|b| b.url == url) {
+            return Ok(());
+        }
+        if self.bootstrap.len() >= self.config.max_bootstrap_urls {
+            return Err(Error::TooManyBootstrapUrls);
+        }
+        self.bootstrap.push(Bootstrap {
+            url: url.to_owned(),
+            state: BootState::Idle,
+            failures: 0,
+        });
+        self.dial_bootstrap(self.bootstrap.len() - 1);
+        Ok(())
+    }
+
+    /// Closes every connection and stops. Later commands fail with [`Error::ShutDown`];
+    /// later inputs are ignored.
+    pub fn shutdown(&mut self, now: Time) {
+        self.advance(now);
+        if self.shut_down {
+            return;
+        }
+        self.shut_down = true;
+        let peers: Vec<PeerId> = self.links.keys().copied().collect();
+        for (conn, _) in std::mem::take(&mut self.conns) {
+            self.stats.closed.add(CloseReason::Shutdown);
+            self.outputs.push_back(Output::Close {
+                conn,
+                reason: CloseReason::Shutdown,
+            });
+        }
+        for peer in peers {
+            self.emit(Event::PeerDisconnected { peer });
+        }
+        self.links.clear();
+        self.table = KBucket::new(self.id, self.config.k);
+        self.pending.clear();
+        self.queue.clear();
+        self.timers.clear();
+        self.refresh_at = None;
+    }
+
+    // ---- bootstrap ------------------------------------------------------------------------
+
+    fn dial_bootstrap(&mut self, index: usize) {
+        if self.conns.len() >= self.config.max_connections {
+            return self.bootstrap_failed(index);
+        }
+        let conn = self.new_conn(
+            Transport::WebSocket,
+            Purpose::Bootstrap(index),
+            ConnState::Dialing,
+        );
+        let url = self.bootstrap[index].url.clone();
+        self.bootstrap[index].state = BootState::Active(conn);
+        self.outputs.push_back(Output::DialWebSocket { conn, url });
+    }
+
+    fn bootstrap_conn_gone(&mut self, index: usize, reached: bool, reason: Option<CloseReason>) {
+        if reason == Some(CloseReason::SelfConnection) {
+            self.bootstrap[index].state = BootState::Disabled;
+        } else if reached {
+            self.bootstrap[index].failures = 0;
+            self.bootstrap[index].state = BootState::Idle;
+            if self.links.is_empty() {
+                self.redial_bootstrap();
+            }
+        } else {
+            self.bootstrap_failed(index);
+        }
+    }
+
+    fn bootstrap_failed(&mut self, index: usize) {
+        let entry = &mut self.bootstrap[index];
+        entry.failures = entry.failures.saturating_add(1);
+        let factor = 1u32 << (entry.failures - 1).min(16);
+        let delay =
+            (self.config.bootstrap_backoff_initial * factor).min(self.config.bootstrap_backoff_max);
+        let at = self.now + delay;
+        entry.state = BootState::Waiting(at);
+        let (url, attempt) = (entry.url.clone(), entry.failures);
+        self.arm(at, Timer::Bootstrap(index));
+        self.emit(Event::BootstrapFailed {
+            url,
+            attempt,
+            retry_in: delay,
+        });
+    }
+
+    /// After losing every link, dial the bootstrap urls again (after a short delay, so a
+    /// peer that keeps refusing us is not hammered).
+    fn redial_bootstrap(&mut self) {
+        for index in 0..self.bootstrap.len() {
+            if self.bootstrap[index].state == BootState::Idle {
+                let at = self.now + self.config.bootstrap_backoff_initial;
+                self.bootstrap[index].state = BootState::Waiting(at);
+                self.arm(at, Timer::Bootstrap(index));
+            }
+        }
+    }
+
+    // ---- timers ---------------------------------------------------------------------------
+
+    fn arm(&mut self, at: Time, timer: Timer) {
+        self.timers.insert((at, timer));
+    }
+
+    fn schedule_refresh(&mut self) {
+        if let Some(interval) = self.config.refresh_interval {
+            // Jitter of +-25% keeps a network started at once from refreshing in lockstep.
+            let quarter = (interval / 4).as_micros() as u64;
+            let jitter = if quarter == 0 {
+                0
+            } else {
+                self.rng.next_u64() % (2 * quarter)
+            };
+            let at = self.now
+                + (interval - Duration::from_micros(quarter))
+                + Duration::from_micros(jitter);
+            self.refresh_at = Some(at);
+            self.arm(at, Timer::Refresh);
+        }
+    }
+
+    fn on_timeout(&mut self) {
+        while let Some(&(at, timer)) = self.timers.first() {
+            if at > self.now {
+                break;
+            }
+            self.timers.pop_first();
+            match timer {
+                Timer::Handshake(conn) => {
+                    if self
+                        .conns
+                        .get(&conn)
+                        .is_some_and(|c| matches!(c.state, ConnState::AwaitingId { .. }))
+                    {
+                        self.close(conn, CloseReason::HandshakeTimeout);
+                    }
+                }
+                Timer::Pending(peer) => self.pending_expired(peer),
+                Timer::Bootstrap(index) => {
+                    if matches!(self.bootstrap[index].state, BootState::Waiting(_)) {
+                        self.dial_bootstrap(index);
+                    }
+                }
+                Timer::Refresh => self.refresh(),
+            }
+        }
+    }
+
+    fn pending_expired(&mut self, peer: PeerId) {
+        let Some(pending) = self.pending.get(&peer) else {
+            return;
+        };
+        // The timer entry was popped; forget the stale deadline.
+        let session = pending.session.filter(|conn| {
+            self.conns
+                .get(conn)
+                .is_some_and(|c| !matches!(c.state, ConnState::Established { .. }))
+        });
+        match session {
+            Some(conn) => {
+                let reason = match self.conns.get(&conn).map(|c| c.transport) {
+                    Some(Transport::WebRtc) => CloseReason::WebRtcTimeout,
+                    _ => CloseReason::HandshakeTimeout,
+                };
+                self.close(conn, reason);
+                // If the close fell back to a WebSocket dial, a new pending deadline is set.
+                if self
+                    .pending
+                    .get(&peer)
+                    .is_some_and(|p| p.session == Some(conn))
+                {
+                    self.connect_failed(peer, ConnectFailure::Timeout);
+                }
+            }
+            None => self.connect_failed(peer, ConnectFailure::Timeout),
+        }
+    }
+
+    /// Periodic discovery: ask a link for peers and top up links from what we know.
+    fn refresh(&mut self) {
+        self.schedule_refresh();
+        if self.links.is_empty() {
+            return;
+        }
+        let index = (self.rng.next_u64() % self.links.len() as u64) as usize;
+        if let Some(peer) = self.links.keys().nth(index).copied() {
+            let _ = self.originate(peer, &OutgoingPayload::FindPeers(self.id));
+        }
+        self.populate();
+    }
+}
