@@ -217,6 +217,7 @@ impl Config {
             max_frame_bytes: self.max_frame_bytes,
             max_json_depth: self.max_json_depth,
             max_path_len: self.max_hops,
+            max_found_peers: self.max_found_peers,
         }
     }
 }

@@ -22,9 +22,50 @@ pub const HEX_LEN: usize = 2 * ID_LEN;
 /// Number of bits in a peer id.
 pub const ID_BITS: usize = 8 * ID_LEN;
 
-/// A 160-bit peer identifier.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+/// A 160-bit peer identifier. Ordered as a big-endian 160-bit integer.
+#[derive(Clone, Copy, Default)]
 pub struct PeerId([u8; ID_LEN]);
+
+// Word-wise equality is byte equality, so hashing the bytes stays consistent with it.
+impl core::hash::Hash for PeerId {
+    fn hash<H: core::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
+/// The 20 bytes as (high 128 bits, low 32 bits): comparing these two words orders ids exactly
+/// like their bytes, without a `memcmp` call on hot paths (link lookups, routing).
+#[inline]
+fn words(bytes: &[u8; ID_LEN]) -> (u128, u32) {
+    let mut hi = [0u8; 16];
+    hi.copy_from_slice(&bytes[..16]);
+    let mut lo = [0u8; 4];
+    lo.copy_from_slice(&bytes[16..]);
+    (u128::from_be_bytes(hi), u32::from_be_bytes(lo))
+}
+
+impl PartialEq for PeerId {
+    #[inline]
+    fn eq(&self, other: &PeerId) -> bool {
+        words(&self.0) == words(&other.0)
+    }
+}
+
+impl Eq for PeerId {}
+
+impl PartialOrd for PeerId {
+    #[inline]
+    fn partial_cmp(&self, other: &PeerId) -> Option<core::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for PeerId {
+    #[inline]
+    fn cmp(&self, other: &PeerId) -> core::cmp::Ordering {
+        words(&self.0).cmp(&words(&other.0))
+    }
+}
 
 /// Why a string or JSON value is not a peer id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,14 +89,22 @@ impl std::error::Error for IdError {}
 
 const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
 
-fn hex_value(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
+/// Hex digit values; 0xff marks a non-hex byte.
+const HEX_VALUES: [u8; 256] = {
+    let mut table = [0xffu8; 256];
+    let mut i = 0;
+    while i < 10 {
+        table[b'0' as usize + i] = i as u8;
+        i += 1;
     }
-}
+    let mut i = 0;
+    while i < 6 {
+        table[b'a' as usize + i] = 10 + i as u8;
+        table[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    table
+};
 
 impl PeerId {
     /// Wraps raw bytes.
@@ -80,15 +129,26 @@ impl PeerId {
         Self::from_hex_bytes(hex.as_bytes())
     }
 
+    /// Parses exactly 40 hex characters given as bytes.
+    pub fn from_hex_ascii(hex: &[u8]) -> Result<Self, IdError> {
+        Self::from_hex_bytes(hex)
+    }
+
     fn from_hex_bytes(hex: &[u8]) -> Result<Self, IdError> {
         if hex.len() != HEX_LEN {
             return Err(IdError::Length);
         }
         let mut bytes = [0u8; ID_LEN];
+        let mut invalid = 0u8;
         for (byte, pair) in bytes.iter_mut().zip(hex.chunks_exact(2)) {
-            let hi = hex_value(pair[0]).ok_or(IdError::NotHex)?;
-            let lo = hex_value(pair[1]).ok_or(IdError::NotHex)?;
-            *byte = (hi << 4) | lo;
+            let hi = HEX_VALUES[usize::from(pair[0])];
+            let lo = HEX_VALUES[usize::from(pair[1])];
+            // Branch-free: any 0xff sets the high bits; checked once at the end.
+            invalid |= hi | lo;
+            *byte = (hi << 4) | (lo & 0x0f);
+        }
+        if invalid & 0xf0 != 0 {
+            return Err(IdError::NotHex);
         }
         Ok(PeerId(bytes))
     }
@@ -362,8 +422,37 @@ impl<'de> Deserialize<'de> for IdBytes {
 }
 
 /// XOR distance between two ids; ordered as a 160-bit unsigned integer.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[derive(Clone, Copy, Default)]
 pub struct Distance([u8; ID_LEN]);
+
+impl core::hash::Hash for Distance {
+    fn hash<H: core::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
+impl PartialEq for Distance {
+    #[inline]
+    fn eq(&self, other: &Distance) -> bool {
+        words(&self.0) == words(&other.0)
+    }
+}
+
+impl Eq for Distance {}
+
+impl PartialOrd for Distance {
+    #[inline]
+    fn partial_cmp(&self, other: &Distance) -> Option<core::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Distance {
+    #[inline]
+    fn cmp(&self, other: &Distance) -> core::cmp::Ordering {
+        words(&self.0).cmp(&words(&other.0))
+    }
+}
 
 impl Distance {
     /// Number of leading zero bits (160 for distance zero).

@@ -24,8 +24,8 @@ use crate::stats::{CloseReason, DropReason, Stats};
 use crate::table::{Insert, KBucket};
 use crate::time::Time;
 use crate::wire::{
-    self, DecodeLimits, Envelope, Nonce, OutgoingPayload, Payload, decode_id_handshake,
-    encode_id_handshake, write_envelope,
+    self, DecodeError, DecodeLimits, Envelope, Nonce, OutgoingPayload, Payload,
+    decode_id_handshake, encode_id_handshake, write_envelope,
 };
 
 /// Longest url we dial or advertise.
@@ -247,6 +247,35 @@ impl PartialEq for Event {
 
 impl Eq for Event {}
 
+/// Yields ids nearest to `to` first, one linear scan per item: no work for the items never
+/// asked for, and no allocation.
+struct NearestFirst<'a> {
+    ids: &'a [PeerId],
+    to: PeerId,
+    /// Distance of the last id yielded; distances to distinct ids are distinct.
+    after: Option<Distance>,
+}
+
+impl Iterator for NearestFirst<'_> {
+    type Item = PeerId;
+
+    fn next(&mut self) -> Option<PeerId> {
+        let mut best: Option<(Distance, PeerId)> = None;
+        for id in self.ids {
+            let d = id.distance(&self.to);
+            if self.after.is_some_and(|after| d <= after) {
+                continue;
+            }
+            if best.is_none_or(|(b, _)| d < b) {
+                best = Some((d, *id));
+            }
+        }
+        let (d, id) = best?;
+        self.after = Some(d);
+        Some(id)
+    }
+}
+
 /// Timers, ordered for deterministic firing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
@@ -356,6 +385,8 @@ pub struct Node {
     next_conn: u64,
     conns: BTreeMap<ConnId, Connection>,
     links: BTreeMap<PeerId, Link>,
+    /// Routable link ids, contiguous for the per-message nearest-link scan.
+    route_ids: Vec<PeerId>,
     /// The original's routing table; holds routable links under [`Routing::TableOnly`].
     table: KBucket<ConnId>,
     candidates: Candidates,
@@ -392,6 +423,7 @@ impl Node {
             next_conn: 1,
             conns: BTreeMap::new(),
             links: BTreeMap::new(),
+            route_ids: Vec::new(),
             table: KBucket::new(id, config.k),
             candidates: Candidates::new(id, config.k, evict_stale),
             pending: BTreeMap::new(),
@@ -608,6 +640,10 @@ impl Node {
     fn on_envelope(&mut self, conn: ConnId, link_peer: PeerId, frame: &[u8]) {
         let env = match Envelope::decode(frame, &self.limits) {
             Ok(env) => env,
+            // A bad payload is its origin's fault, not this link's: no violation.
+            Err(DecodeError::MalformedPayload) => {
+                return self.stats.dropped.add(DropReason::MalformedPayload);
+            }
             Err(err) => return self.drop_frame(conn, err.into()),
         };
         if !self.seen.insert(self.now, &env.nonce) {
@@ -631,24 +667,20 @@ impl Node {
 
     fn receive(&mut self, env: &Envelope<'_>) {
         self.stats.received += 1;
-        let payload = match Payload::decode(env.payload, self.config.max_found_peers) {
-            Ok(payload) => payload,
-            Err(_) => return self.stats.dropped.add(DropReason::MalformedPayload),
-        };
         let from = env.from;
-        match payload {
+        match &env.payload {
             Payload::User(data) => {
                 self.stats.delivered += 1;
                 self.emit(Event::Message {
                     from,
-                    data: data.to_owned(),
+                    data: (*data).to_owned(),
                     path_len: env.path.len(),
                 });
             }
-            Payload::FindPeers(target) => self.on_find_peers(from, target),
-            Payload::FoundPeers { ids, .. } => self.on_found_peers(from, &ids),
+            Payload::FindPeers(target) => self.on_find_peers(from, *target),
+            Payload::FoundPeers { ids, .. } => self.on_found_peers(from, ids),
             Payload::HandshakeOffer => self.on_offer(from),
-            Payload::HandshakeAnswer { ws, wrtc } => self.on_answer(from, ws.as_deref(), wrtc),
+            Payload::HandshakeAnswer { ws, wrtc } => self.on_answer(from, ws.as_deref(), *wrtc),
             Payload::Signal(signal) => self.on_signal(from, signal),
             // Forward compatibility: types we do not know are ignored.
             Payload::Unknown => {}
@@ -659,11 +691,15 @@ impl Node {
         if env.path.len() >= self.config.max_hops {
             return self.stats.dropped.add(DropReason::HopLimit);
         }
-        // JS peers crash on payloads of the wrong shape; never pass one on.
-        if Payload::decode(env.payload, self.config.max_found_peers).is_err() {
-            return self.stats.dropped.add(DropReason::MalformedPayload);
-        }
-        if self.forward(&env.to, &env.from, &env.path, &env.nonce, env.payload.get()) {
+        // The payload was decoded with the envelope: one of the wrong shape (which would crash
+        // a JS peer) never gets this far.
+        if self.forward(
+            &env.to,
+            &env.from,
+            &env.path,
+            &env.nonce,
+            env.payload_json(),
+        ) {
             self.stats.relayed += 1;
         }
     }
@@ -701,36 +737,39 @@ impl Node {
     }
 
     fn next_hops(&self, to: &PeerId, path: &[PeerId]) -> SmallVec<[PeerId; 4]> {
+        // A linked target gets the message directly, whatever else the strategy would do.
+        if self.links.get(to).is_some_and(|l| l.routable) {
+            return smallvec::smallvec![*to];
+        }
         let on_path = |p: &PeerId| path.contains(p);
         let concurrency = self.config.concurrency;
         let preferred_hop = self.preferred.get(to);
         match self.config.routing {
             Routing::TableOnly => {
-                let closest = self.table.closest_iter(to).map(|e| &e.id);
+                let closest = self.table.closest_iter(to).map(|e| e.id);
                 // The original sends towards the table entry closest to the preferred hop.
                 let preferred = preferred_hop
                     .and_then(|hop| self.table.closest_iter(&hop).next().map(|e| e.id));
                 self.choose_hops(to, closest, preferred, on_path, concurrency)
             }
             Routing::AllLinks => {
-                let mut sorted: SmallVec<[(Distance, PeerId); 32]> = self
-                    .links
-                    .iter()
-                    .filter(|(_, l)| l.routable)
-                    .map(|(id, _)| (id.distance(to), *id))
-                    .collect();
-                sorted.sort_unstable();
-                let closest = sorted.iter().map(|(_, id)| id);
+                // Usually only the nearest one or two are looked at: select lazily rather
+                // than sorting every link per message.
+                let closest = NearestFirst {
+                    ids: &self.route_ids,
+                    to: *to,
+                    after: None,
+                };
                 let preferred = preferred_hop.filter(|hop| self.links.contains_key(hop));
                 self.choose_hops(to, closest, preferred, on_path, concurrency)
             }
         }
     }
 
-    fn choose_hops<'a>(
+    fn choose_hops(
         &self,
         to: &PeerId,
-        closest: impl Iterator<Item = &'a PeerId>,
+        closest: impl Iterator<Item = PeerId>,
         preferred: Option<PeerId>,
         on_path: impl Fn(&PeerId) -> bool,
         concurrency: usize,
@@ -927,6 +966,7 @@ impl Node {
         self.links.insert(peer, link);
         self.stats.links_opened += 1;
         if routable {
+            self.route_ids.push(peer);
             self.flush_queue();
         }
         let _ = self.originate(peer, &OutgoingPayload::FindPeers(self.id));
@@ -1010,6 +1050,7 @@ impl Node {
             return;
         }
         let link = self.links.remove(&peer).unwrap_or_else(|| unreachable!());
+        self.route_ids.retain(|id| *id != peer);
         if link.routable && self.config.routing == Routing::TableOnly {
             self.table.remove(&peer);
         }
@@ -1424,6 +1465,7 @@ impl Node {
             self.emit(Event::PeerDisconnected { peer });
         }
         self.links.clear();
+        self.route_ids.clear();
         self.table = KBucket::new(self.id, self.config.k);
         self.pending.clear();
         self.queue.clear();

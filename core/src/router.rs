@@ -162,24 +162,24 @@ pub struct Queued {
 
 /// The original's rule: the target itself if linked; otherwise the `concurrency` closest links
 /// not on the path, with the link closest to the preferred hop put first.
-pub fn spread_hops<'a>(
+pub fn spread_hops(
     to: &PeerId,
-    closest: impl Iterator<Item = &'a PeerId>,
+    closest: impl Iterator<Item = PeerId>,
     preferred: Option<PeerId>,
     on_path: impl Fn(&PeerId) -> bool,
     concurrency: usize,
 ) -> SmallVec<[PeerId; 4]> {
     let mut hops: SmallVec<[PeerId; 4]> = SmallVec::new();
     for peer in closest {
-        if peer == to {
+        if peer == *to {
             // Direct delivery: the original means to stop here too (its check compares a
             // string with a Buffer and never matches at relays).
             hops.clear();
-            hops.push(*peer);
+            hops.push(peer);
             return hops;
         }
-        if hops.len() < concurrency && !on_path(peer) {
-            hops.push(*peer);
+        if hops.len() < concurrency && !on_path(&peer) {
+            hops.push(peer);
         }
         if hops.len() >= concurrency {
             break;
@@ -197,10 +197,10 @@ pub fn spread_hops<'a>(
 /// `concurrency` copies to the closest links off the path when no link makes progress (a
 /// local minimum, where our view of the network may be incomplete). A preferred hop (the
 /// link the target's own messages arrive on) wins when it is usable, so replies retrace.
-pub fn greedy_hops<'a>(
+pub fn greedy_hops(
     own_distance: Distance,
     to: &PeerId,
-    closest: impl Iterator<Item = &'a PeerId>,
+    closest: impl Iterator<Item = PeerId>,
     preferred: Option<PeerId>,
     on_path: impl Fn(&PeerId) -> bool,
     concurrency: usize,
@@ -213,19 +213,19 @@ pub fn greedy_hops<'a>(
         }
     }
     for peer in closest {
-        if peer == to {
+        if peer == *to {
             hops.clear();
-            hops.push(*peer);
+            hops.push(peer);
             return hops;
         }
-        if on_path(peer) {
+        if on_path(&peer) {
             continue;
         }
         if hops.is_empty() && peer.distance(to) < own_distance {
-            hops.push(*peer);
+            hops.push(peer);
             return hops;
         }
-        hops.push(*peer);
+        hops.push(peer);
         if hops.len() >= concurrency {
             break;
         }
@@ -309,10 +309,10 @@ mod tests {
         let to = id(0x10);
         let links = [id(0x11), id(0x12), id(0x13), id(0x40)];
         let on_path = |p: &PeerId| *p == id(0x11);
-        let hops = spread_hops(&to, links.iter(), Some(id(0x40)), on_path, 2);
+        let hops = spread_hops(&to, links.iter().copied(), Some(id(0x40)), on_path, 2);
         assert_eq!(hops.as_slice(), &[id(0x40), id(0x12), id(0x13)]);
         let direct = [to, id(0x11)];
-        let hops = spread_hops(&to, direct.iter(), Some(id(0x40)), |_| false, 2);
+        let hops = spread_hops(&to, direct.iter().copied(), Some(id(0x40)), |_| false, 2);
         assert_eq!(hops.as_slice(), &[to]);
     }
 
@@ -321,7 +321,14 @@ mod tests {
         let me = id(0x80);
         let to = id(0x10);
         let links = [id(0x11), id(0x12)];
-        let hops = greedy_hops(me.distance(&to), &to, links.iter(), None, |_| false, 2);
+        let hops = greedy_hops(
+            me.distance(&to),
+            &to,
+            links.iter().copied(),
+            None,
+            |_| false,
+            2,
+        );
         assert_eq!(hops.as_slice(), &[id(0x11)]);
     }
 
@@ -330,7 +337,14 @@ mod tests {
         let me = id(0x11);
         let to = id(0x10);
         let links = [id(0x12), id(0x13), id(0x14)];
-        let hops = greedy_hops(me.distance(&to), &to, links.iter(), None, |_| false, 2);
+        let hops = greedy_hops(
+            me.distance(&to),
+            &to,
+            links.iter().copied(),
+            None,
+            |_| false,
+            2,
+        );
         assert_eq!(hops.as_slice(), &[id(0x12), id(0x13)]);
     }
 
@@ -342,7 +356,7 @@ mod tests {
         let hops = greedy_hops(
             me.distance(&to),
             &to,
-            links.iter(),
+            links.iter().copied(),
             Some(id(0x70)),
             |_| false,
             2,
@@ -352,7 +366,7 @@ mod tests {
         let hops = greedy_hops(
             me.distance(&to),
             &to,
-            links.iter(),
+            links.iter().copied(),
             Some(id(0x70)),
             on_path,
             2,

@@ -125,6 +125,7 @@ impl From<DecodeError> for DropReason {
             DecodeError::BadId => DropReason::BadId,
             DecodeError::BadNonce => DropReason::BadNonce,
             DecodeError::BadPath => DropReason::BadPath,
+            DecodeError::MalformedPayload => DropReason::MalformedPayload,
         }
     }
 }

@@ -43,6 +43,9 @@ pub enum DecodeError {
     BadNonce,
     /// A path that is empty or longer than the limit.
     BadPath,
+    /// A well-formed envelope whose payload does not have the documented shape. This is the
+    /// origin's fault, not the link's.
+    MalformedPayload,
 }
 
 /// Message prefixes our visitors use, so a serde error can be mapped back to its counter.
@@ -77,6 +80,7 @@ impl fmt::Display for DecodeError {
             DecodeError::BadId => "invalid peer id",
             DecodeError::BadNonce => "invalid nonce",
             DecodeError::BadPath => "invalid path",
+            DecodeError::MalformedPayload => "malformed payload",
         };
         f.write_str(text)
     }
@@ -93,6 +97,8 @@ pub struct DecodeLimits {
     pub max_json_depth: usize,
     /// Longest path accepted (at most [`PATH_DECODE_LIMIT`]).
     pub max_path_len: usize,
+    /// Most ids taken from a `foundPeers` list; the rest are ignored.
+    pub max_found_peers: usize,
 }
 
 impl Default for DecodeLimits {
@@ -101,6 +107,7 @@ impl Default for DecodeLimits {
             max_frame_bytes: 1 << 20,
             max_json_depth: 128,
             max_path_len: 20,
+            max_found_peers: 20,
         }
     }
 }
@@ -115,7 +122,9 @@ pub fn precheck(frame: &[u8], limits: &DecodeLimits) -> Result<(), DecodeError> 
     }
     // Fast path: the depth can't exceed the number of opening brackets, and counting them is a
     // vectorised pass. Only frames with many brackets pay for the precise, string-aware scan.
-    let openers = frame.iter().filter(|&&b| b == b'[' || b == b'{').count();
+    let openers = memchr::memchr2_iter(b'[', b'{', frame)
+        .take(limits.max_json_depth + 1)
+        .count();
     if openers <= limits.max_json_depth {
         return Ok(());
     }
@@ -201,7 +210,11 @@ impl Nonce {
 
     /// Parses a nonce string.
     pub fn parse(s: &str) -> Option<Nonce> {
-        let raw = s.as_bytes();
+        Self::parse_ascii(s.as_bytes())
+    }
+
+    /// Parses a nonce given as bytes.
+    pub fn parse_ascii(raw: &[u8]) -> Option<Nonce> {
         if raw.is_empty() || raw.len() > MAX_NONCE_LEN {
             return None;
         }
@@ -295,7 +308,8 @@ struct EnvelopeFields<'a> {
     data: &'a RawValue,
 }
 
-/// A decoded envelope. The payload stays raw JSON borrowed from the frame.
+/// A decoded envelope. The payload is decoded too, and its JSON text is kept, borrowed from
+/// the frame, so a relay can pass it on byte for byte.
 #[derive(Debug, Clone)]
 pub struct Envelope<'a> {
     /// Final recipient.
@@ -306,27 +320,138 @@ pub struct Envelope<'a> {
     pub path: Path,
     /// Message identity for duplicate suppression.
     pub nonce: Nonce,
-    /// The payload, `{"type": .., "data": ..}`, exactly as received.
-    pub payload: &'a RawValue,
+    /// The decoded payload.
+    pub payload: Payload<'a>,
+    /// The payload's JSON text exactly as received (one valid JSON value).
+    payload_json: &'a str,
 }
 
 impl<'a> Envelope<'a> {
-    /// Decodes an envelope frame.
+    /// Decodes an envelope frame and its payload.
+    ///
+    /// Frames in the canonical shape that both this crate and the JS original write
+    /// (`to, from, path, nonce, data` in that order, hex ids, no whitespace) take a
+    /// hand-written fast path; anything else (Buffer-form ids after a JS relay, escapes, other
+    /// key orders) goes through serde. Both accept exactly the same frames with the same
+    /// result; the fast path only ever answers "yes, and here it is" or "ask serde".
     pub fn decode(frame: &'a [u8], limits: &DecodeLimits) -> Result<Envelope<'a>, DecodeError> {
         precheck(frame, limits)?;
+        if let Some(envelope) = Self::decode_canonical(frame, limits) {
+            return Ok(envelope);
+        }
+        let text = core::str::from_utf8(frame).map_err(|_| DecodeError::Malformed)?;
+        Self::decode_general(text, limits)
+    }
+
+    /// The payload's JSON text, exactly as received.
+    pub fn payload_json(&self) -> &'a str {
+        self.payload_json
+    }
+
+    /// The serde path: any key order, either id form, escapes, whitespace.
+    pub fn decode_general(
+        text: &'a str,
+        limits: &DecodeLimits,
+    ) -> Result<Envelope<'a>, DecodeError> {
+        // serde would also take the fields as an array; the protocol says object.
+        if text.trim_start().as_bytes().first() != Some(&b'{') {
+            return Err(DecodeError::Malformed);
+        }
         let fields: EnvelopeFields<'a> =
-            serde_json::from_slice(frame).map_err(|e| DecodeError::classify(&e))?;
+            serde_json::from_str(text).map_err(|e| DecodeError::classify(&e))?;
         let path = fields.path.0;
         if path.is_empty() || path.len() > limits.max_path_len {
             return Err(DecodeError::BadPath);
         }
+        let payload_json = fields.data.get();
+        let payload = Payload::decode(payload_json, limits.max_found_peers)?;
         Ok(Envelope {
             to: fields.to,
             from: fields.from,
             path,
             nonce: fields.nonce,
-            payload: fields.data,
+            payload,
+            payload_json,
         })
+    }
+
+    /// The fast path for the canonical shape; `None` means "not canonical or not valid: ask
+    /// serde", never an answer different from serde's.
+    pub fn decode_canonical(frame: &'a [u8], limits: &DecodeLimits) -> Option<Envelope<'a>> {
+        let mut cur = Cursor {
+            bytes: frame,
+            at: 0,
+        };
+        cur.literal(br#"{"to":""#)?;
+        let to = cur.hex_id()?;
+        cur.literal(br#"","from":""#)?;
+        let from = cur.hex_id()?;
+        cur.literal(br#"","path":["#)?;
+        let mut path = Path::new();
+        loop {
+            cur.literal(b"\"")?;
+            path.push(cur.hex_id()?);
+            cur.literal(b"\"")?;
+            if path.len() > limits.max_path_len {
+                return None;
+            }
+            match cur.next()? {
+                b',' => continue,
+                b']' => break,
+                _ => return None,
+            }
+        }
+        cur.literal(br#","nonce":""#)?;
+        let start = cur.at;
+        let len = cur.bytes[start..].iter().position(|&b| b == b'"')?;
+        // Escapes and other exotic characters make `parse` refuse; serde then decides.
+        let nonce = Nonce::parse_ascii(&frame[start..start + len])?;
+        cur.at = start + len;
+        cur.literal(br#"","data":"#)?;
+        if cur.bytes.last() != Some(&b'}') || cur.at >= cur.bytes.len() {
+            return None;
+        }
+        // Everything before the payload was checked ASCII; only the payload needs UTF-8 checks.
+        let payload_json = core::str::from_utf8(&frame[cur.at..frame.len() - 1]).ok()?;
+        let payload_json = payload_json.trim_matches(JSON_WHITESPACE);
+        // Parsing the payload also proves it is exactly one JSON value.
+        let payload = Payload::decode(payload_json, limits.max_found_peers).ok()?;
+        Some(Envelope {
+            to,
+            from,
+            path,
+            nonce,
+            payload,
+            payload_json,
+        })
+    }
+}
+
+const JSON_WHITESPACE: &[char] = &[' ', '\t', '\n', '\r'];
+
+/// A byte cursor for the canonical fast path.
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Cursor<'_> {
+    fn literal(&mut self, expected: &[u8]) -> Option<()> {
+        let end = self.at + expected.len();
+        (self.bytes.get(self.at..end)? == expected).then(|| self.at = end)
+    }
+
+    fn hex_id(&mut self) -> Option<PeerId> {
+        let end = self.at + crate::id::HEX_LEN;
+        let id = PeerId::from_hex_ascii(self.bytes.get(self.at..end)?).ok()?;
+        self.at = end;
+        Some(id)
+    }
+
+    fn next(&mut self) -> Option<u8> {
+        let b = *self.bytes.get(self.at)?;
+        self.at += 1;
+        Some(b)
     }
 }
 
@@ -341,7 +466,8 @@ pub fn write_envelope(
     nonce: &Nonce,
     payload: &str,
 ) {
-    out.reserve(96 + 43 * (path.len() + 1) + payload.len());
+    // Fixed text (up to a 16-byte nonce) is 160 bytes; each path entry adds 43.
+    out.reserve(160 + 43 * (path.len() + 1) + payload.len());
     out.push_str(r#"{"to":""#);
     out.push_str(&to.to_hex());
     out.push_str(r#"","from":""#);
@@ -467,10 +593,15 @@ pub fn raw_null() -> &'static RawValue {
 }
 
 impl<'a> Payload<'a> {
-    /// Decodes a raw payload. `max_found_peers` bounds the ids taken from a `foundPeers` list.
-    pub fn decode(raw: &'a RawValue, max_found_peers: usize) -> Result<Payload<'a>, DecodeError> {
+    /// Decodes a payload from its JSON text. `max_found_peers` bounds the ids taken from a
+    /// `foundPeers` list. Every error is [`DecodeError::MalformedPayload`].
+    pub fn decode(json: &'a str, max_found_peers: usize) -> Result<Payload<'a>, DecodeError> {
+        Self::decode_fields(json, max_found_peers).map_err(|_| DecodeError::MalformedPayload)
+    }
+
+    fn decode_fields(json: &'a str, max_found_peers: usize) -> Result<Payload<'a>, DecodeError> {
         let fields: PayloadFields<'a> =
-            serde_json::from_str(raw.get()).map_err(|_| DecodeError::Malformed)?;
+            serde_json::from_str(json).map_err(|_| DecodeError::Malformed)?;
         let data = fields.data;
         Ok(match fields.kind.as_ref() {
             "user" => Payload::User(data.unwrap_or_else(|| raw_null())),
@@ -650,7 +781,7 @@ mod tests {
         assert_eq!(env.path.as_slice(), &path);
         assert_eq!(env.nonce, nonce);
         assert_eq!(
-            env.payload.get(),
+            env.payload_json(),
             payload,
             "payload must pass through byte for byte"
         );
@@ -662,11 +793,11 @@ mod tests {
             &env.path,
             Some(&id(B)),
             &env.nonce,
-            env.payload.get(),
+            env.payload_json(),
         );
         let again = Envelope::decode(relayed.as_bytes(), &limits()).unwrap();
         assert_eq!(again.path.as_slice(), &[id(A), id(B)]);
-        assert_eq!(again.payload.get(), payload);
+        assert_eq!(again.payload_json(), payload);
     }
 
     #[test]
@@ -771,8 +902,7 @@ mod tests {
     }
 
     fn decode_payload(json: &str) -> Result<Payload<'_>, DecodeError> {
-        let raw: &RawValue = serde_json::from_str(json).unwrap();
-        Payload::decode(raw, 20)
+        Payload::decode(json, 20)
     }
 
     #[test]
@@ -843,8 +973,7 @@ mod tests {
     fn found_peers_take_at_most_the_limit() {
         let list = vec![format!("\"{A}\""); 50].join(",");
         let json = format!(r#"{{"type":"foundPeers","data":[{list}]}}"#);
-        let raw: &RawValue = serde_json::from_str(&json).unwrap();
-        match Payload::decode(raw, 20).unwrap() {
+        match Payload::decode(&json, 20).unwrap() {
             Payload::FoundPeers { ids, ignored } => assert_eq!((ids.len(), ignored), (20, 30)),
             other => panic!("{other:?}"),
         }
@@ -878,6 +1007,76 @@ mod tests {
             ) = (&case, &decoded)
             {
                 assert_eq!(ws.as_deref(), got.as_deref());
+            }
+        }
+    }
+
+    fn same(a: &Envelope<'_>, b: &Envelope<'_>) -> bool {
+        a.to == b.to
+            && a.from == b.from
+            && a.path == b.path
+            && a.nonce == b.nonce
+            && a.payload_json() == b.payload_json()
+            && format!("{:?}", a.payload) == format!("{:?}", b.payload)
+    }
+
+    #[test]
+    fn canonical_frames_take_the_fast_path() {
+        let mut frame = String::new();
+        let path = [id(A), id(B)];
+        let payload = r#"{"type":"user","data":{"x":[1,2]}}"#;
+        write_envelope(
+            &mut frame,
+            &id(B),
+            &id(A),
+            &path,
+            None,
+            &Nonce::from_u64(9),
+            payload,
+        );
+        let fast = Envelope::decode_canonical(frame.as_bytes(), &limits()).expect("canonical");
+        let slow = Envelope::decode_general(&frame, &limits()).unwrap();
+        assert!(same(&fast, &slow));
+        // Buffer ids (after a JS relay), whitespace and escapes go the general way.
+        let buffer = frame.replacen(&format!("\"{B}\""), &id(B).to_buffer_json(), 1);
+        assert!(Envelope::decode_canonical(buffer.as_bytes(), &limits()).is_none());
+        assert!(Envelope::decode(buffer.as_bytes(), &limits()).is_ok());
+        let spaced = frame.replacen(r#""data":"#, r#""data": "#, 1);
+        let fast = Envelope::decode_canonical(spaced.as_bytes(), &limits())
+            .expect("leading space trimmed");
+        assert_eq!(fast.payload_json(), payload);
+    }
+
+    proptest::proptest! {
+        /// Whatever the bytes, the fast path never disagrees with serde: when it accepts a
+        /// frame, serde accepts it with the same result.
+        #[test]
+        fn fast_path_agrees_with_serde(
+            edits in proptest::collection::vec((0usize..400, proptest::sample::select(vec![
+                b'"', b'\\', b'{', b'}', b'[', b']', b',', b':', b' ', b'a', b'0', b'Z',
+            ])), 0..4),
+            cut in 0usize..8,
+            kind in 0usize..4,
+        ) {
+            let payloads = [
+                r#"{"type":"user","data":{"k":"v"}}"#,
+                r#"{"type":"foundPeers","data":["aa26b030a144fa86a1a884edb33ac39ce52ddce3"]}"#,
+                r#"{"type":"handshake-answer","data":{"ws":"ws://x:1","wrtc":true}}"#,
+                r#"{"type":"signal","data":{"candidate":{"candidate":"c","sdpMLineIndex":0}}}"#,
+            ];
+            let mut frame = String::new();
+            write_envelope(&mut frame, &id(B), &id(A), &[id(A)], None, &Nonce::from_u64(1234), payloads[kind]);
+            let mut bytes = frame.into_bytes();
+            for (pos, byte) in edits {
+                let pos = pos % bytes.len();
+                bytes[pos] = byte;
+            }
+            bytes.truncate(bytes.len().saturating_sub(cut));
+            let text = String::from_utf8(bytes).unwrap();
+            if let Some(fast) = Envelope::decode_canonical(text.as_bytes(), &limits()) {
+                let slow = Envelope::decode_general(&text, &limits());
+                proptest::prop_assert!(slow.is_ok(), "fast accepted, serde refused: {text}");
+                proptest::prop_assert!(same(&fast, &slow.unwrap()), "different results: {text}");
             }
         }
     }
