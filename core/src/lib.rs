@@ -23,6 +23,8 @@ pub mod config;
 pub mod conn;
 pub mod discovery;
 pub mod error;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod id;
 pub mod node;
 pub mod router;

@@ -660,6 +660,9 @@ impl Node {
         }
         if env.to == self.id {
             self.receive(&env);
+        } else if env.path.contains(&self.id) {
+            // Passing it on would put our id in the path twice.
+            self.stats.dropped.add(DropReason::Looped);
         } else {
             self.relay(&env);
         }
@@ -1386,7 +1389,12 @@ impl Node {
         if to == self.id {
             return Err(Error::OwnId);
         }
-        if wire::precheck(json.as_bytes(), &self.limits).is_err() {
+        // The envelope and the payload object add two levels around the data.
+        let data_limits = DecodeLimits {
+            max_json_depth: self.limits.max_json_depth.saturating_sub(2),
+            ..self.limits
+        };
+        if wire::precheck(json.as_bytes(), &data_limits).is_err() {
             return Err(Error::TooLarge);
         }
         self.originate(to, &OutgoingPayload::User(json))

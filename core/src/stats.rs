@@ -105,6 +105,8 @@ reason_enum! {
         NotListening => "not-listening",
         /// A message claiming to come from us that we never sent.
         FromSelf => "from-self",
+        /// A message whose path already holds our id (a loop, or a forged path).
+        Looped => "looped",
         /// A handshake answer for which we sent no offer.
         UnsolicitedAnswer => "unsolicited-answer",
         /// A WebRTC signal from a peer we are not setting up a session with.

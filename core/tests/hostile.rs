@@ -316,3 +316,29 @@ fn messages_forged_from_us_are_dropped() {
     net.inject(1, conn, frame.as_bytes());
     assert_eq!(net.nodes[1].stats().dropped.get(DropReason::FromSelf), 1);
 }
+
+#[test]
+fn send_refuses_data_that_would_nest_the_frame_too_deep() {
+    // Found by the node_ops fuzzer: data at the depth limit made a frame two levels deeper,
+    // which every receiver drops.
+    let (mut net, _) = line(config());
+    let limit = net.nodes[0].config().max_json_depth;
+    let nested = |depth: usize| -> serde_json::Value {
+        (0..depth).fold(serde_json::Value::Null, |v, _| {
+            serde_json::Value::Array(vec![v])
+        })
+    };
+    let (now, to) = (net.now, net.id(2));
+    assert_eq!(
+        net.nodes[0].send(now, to, &nested(limit - 1)),
+        Err(peer_relay_core::Error::TooLarge)
+    );
+    net.nodes[0].send(now, to, &nested(limit - 2)).unwrap();
+    net.drain(0);
+    net.run_for(Duration::from_secs(1));
+    assert_eq!(
+        net.received(2).len(),
+        1,
+        "the deepest accepted message is delivered"
+    );
+}
