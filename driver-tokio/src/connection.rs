@@ -1,0 +1,286 @@
+//! The IO tasks around the node: the listener, WebSocket handshakes and dials, and one task
+//! per open connection. They make no protocol decision; they move frames and report what
+//! happened to the driver through its inbox.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use peer_relay_core::{CloseReason, ConnId};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// After sending our close frame, how long to wait for the peer's before dropping the
+/// socket.
+const CLOSE_GRACE: Duration = Duration::from_millis(500);
+/// Frames written per flush at most; larger batches only delay the flush.
+const WRITE_BATCH: usize = 256;
+
+/// An inbound WebSocket after its upgrade.
+pub(crate) type InboundWs = WebSocketStream<TcpStream>;
+/// An outbound WebSocket after its upgrade.
+pub(crate) type OutboundWs = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// What the IO tasks tell the driver.
+#[derive(Debug)]
+pub(crate) enum ConnEvent {
+    /// The listener accepted a TCP connection; the driver decides whether to upgrade it.
+    Accepted(TcpStream, SocketAddr),
+    /// An inbound WebSocket completed its upgrade.
+    Upgraded(Box<InboundWs>),
+    /// An inbound upgrade failed or timed out.
+    UpgradeFailed,
+    /// A dial finished.
+    Dialed {
+        conn: ConnId,
+        result: Result<Box<OutboundWs>, String>,
+    },
+    /// A text frame arrived.
+    Frame { conn: ConnId, text: Utf8Bytes },
+    /// A binary frame arrived.
+    Binary { conn: ConnId },
+    /// The connection ended (closed by either side, or failed).
+    Closed { conn: ConnId },
+}
+
+/// What the driver asks a connection task to do.
+#[derive(Debug)]
+pub(crate) enum Outgoing {
+    Frame(Utf8Bytes),
+    Close(CloseReason),
+}
+
+/// The WebSocket limits for a node whose frames are at most `max_frame_bytes`. Slack covers
+/// what tungstenite counts beyond the JSON (nothing today), so the core's own limit is the one
+/// that bites and is counted.
+pub(crate) fn ws_config(max_frame_bytes: usize) -> WebSocketConfig {
+    let limit = max_frame_bytes.saturating_add(4096);
+    WebSocketConfig::default()
+        .max_message_size(Some(limit))
+        .max_frame_size(Some(limit))
+        // Reads are small JSON frames: a smaller eager buffer per connection suffices.
+        .read_buffer_size(32 * 1024)
+}
+
+/// Accepts TCP connections and hands them to the driver, until the driver is gone.
+pub(crate) async fn listen(listener: TcpListener, inbox: mpsc::Sender<ConnEvent>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                if inbox.send(ConnEvent::Accepted(stream, peer)).await.is_err() {
+                    return;
+                }
+            }
+            Err(err) => {
+                // Usually out of file descriptors: back off instead of spinning.
+                tracing::warn!(%err, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Upgrades an accepted TCP connection to a WebSocket.
+pub(crate) async fn upgrade(
+    stream: TcpStream,
+    config: WebSocketConfig,
+    timeout: Duration,
+    inbox: mpsc::Sender<ConnEvent>,
+) {
+    // Frames are small and latency matters more than packet count.
+    let _ = stream.set_nodelay(true);
+    let upgraded = tokio::time::timeout(
+        timeout,
+        tokio_tungstenite::accept_async_with_config(stream, Some(config)),
+    )
+    .await;
+    let event = match upgraded {
+        Ok(Ok(ws)) => ConnEvent::Upgraded(Box::new(ws)),
+        Ok(Err(err)) => {
+            tracing::debug!(%err, "inbound upgrade failed");
+            ConnEvent::UpgradeFailed
+        }
+        Err(_) => {
+            tracing::debug!("inbound upgrade timed out");
+            ConnEvent::UpgradeFailed
+        }
+    };
+    let _ = inbox.send(event).await;
+}
+
+/// Dials `url` for connection `conn`.
+pub(crate) async fn dial(
+    conn: ConnId,
+    url: String,
+    config: WebSocketConfig,
+    timeout: Duration,
+    inbox: mpsc::Sender<ConnEvent>,
+) {
+    let dialled = tokio::time::timeout(
+        timeout,
+        tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), true),
+    )
+    .await;
+    let result = match dialled {
+        Ok(Ok((ws, _response))) => Ok(Box::new(ws)),
+        Ok(Err(err)) => Err(err.to_string()),
+        Err(_) => Err(format!("no connection within {timeout:?}")),
+    };
+    if let Err(err) = &result {
+        tracing::debug!(%conn, %url, %err, "dial failed");
+    }
+    let _ = inbox.send(ConnEvent::Dialed { conn, result }).await;
+}
+
+/// Refuses an upgraded WebSocket the node would not take.
+pub(crate) async fn refuse(mut ws: InboundWs) {
+    let frame = CloseFrame {
+        code: CloseCode::Again,
+        reason: "connection limit reached".into(),
+    };
+    let _ = tokio::time::timeout(CLOSE_GRACE, ws.close(Some(frame))).await;
+}
+
+/// The driver's handle on an open connection's task.
+#[derive(Debug)]
+pub(crate) struct ConnHandle {
+    outgoing: mpsc::UnboundedSender<Outgoing>,
+    /// Bytes handed to the task and not yet flushed to the socket.
+    queued_bytes: Arc<AtomicUsize>,
+    max_queued_bytes: usize,
+}
+
+impl ConnHandle {
+    /// Queues a frame, or returns false (frame dropped) when the queue is full.
+    pub(crate) fn transmit(&self, frame: String) -> bool {
+        let len = frame.len();
+        if self.queued_bytes.load(Ordering::Relaxed) + len > self.max_queued_bytes {
+            return false;
+        }
+        self.queued_bytes.fetch_add(len, Ordering::Relaxed);
+        // If the task already ended, its `Closed` report is on its way: nothing to do here.
+        let _ = self.outgoing.send(Outgoing::Frame(frame.into()));
+        true
+    }
+
+    /// Asks the task to close the connection, after the frames queued before.
+    pub(crate) fn close(self, reason: CloseReason) {
+        let _ = self.outgoing.send(Outgoing::Close(reason));
+    }
+}
+
+/// Starts the task for an open WebSocket; the returned future is the task to spawn.
+pub(crate) fn open<S>(
+    conn: ConnId,
+    ws: WebSocketStream<S>,
+    max_queued_bytes: usize,
+    inbox: mpsc::Sender<ConnEvent>,
+) -> (ConnHandle, impl Future<Output = ()> + Send + 'static)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (outgoing, rx) = mpsc::unbounded_channel();
+    let queued_bytes = Arc::new(AtomicUsize::new(0));
+    let handle = ConnHandle {
+        outgoing,
+        queued_bytes: Arc::clone(&queued_bytes),
+        max_queued_bytes,
+    };
+    (handle, run(conn, ws, rx, queued_bytes, inbox))
+}
+
+/// One connection: reads frames into the driver's inbox and writes what the driver queued,
+/// concurrently (a peer that stops reading must not stop us reading from it), until either
+/// side closes.
+async fn run<S>(
+    conn: ConnId,
+    ws: WebSocketStream<S>,
+    mut outgoing: mpsc::UnboundedReceiver<Outgoing>,
+    queued_bytes: Arc<AtomicUsize>,
+    inbox: mpsc::Sender<ConnEvent>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sink, mut stream) = ws.split();
+    let read = async {
+        while let Some(message) = stream.next().await {
+            let event = match message {
+                Ok(Message::Text(text)) => ConnEvent::Frame { conn, text },
+                Ok(Message::Binary(_)) => ConnEvent::Binary { conn },
+                Ok(Message::Close(_)) => return,
+                // Pings are answered by tungstenite itself.
+                Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => continue,
+                Err(err) => {
+                    tracing::debug!(%conn, %err, "read failed");
+                    return;
+                }
+            };
+            // A full inbox makes us stop reading: TCP pushes back on the peer.
+            if inbox.send(event).await.is_err() {
+                return;
+            }
+        }
+    };
+    let write = async {
+        let mut batch = Vec::with_capacity(WRITE_BATCH);
+        let reason = 'writing: loop {
+            if outgoing.recv_many(&mut batch, WRITE_BATCH).await == 0 {
+                // The driver is gone without a word: just end.
+                return;
+            }
+            let mut bytes = 0;
+            for item in batch.drain(..) {
+                match item {
+                    Outgoing::Frame(text) => {
+                        bytes += text.len();
+                        if let Err(err) = sink.feed(Message::Text(text)).await {
+                            tracing::debug!(%conn, %err, "write failed");
+                            return;
+                        }
+                    }
+                    Outgoing::Close(reason) => break 'writing reason,
+                }
+            }
+            if let Err(err) = sink.flush().await {
+                tracing::debug!(%conn, %err, "write failed");
+                return;
+            }
+            queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        };
+        let frame = CloseFrame {
+            code: close_code(reason),
+            reason: reason.label().into(),
+        };
+        // Sends what was fed before, then the close frame. The reader ends on the peer's
+        // reply; if none comes, give up after the grace period.
+        let _ = sink.send(Message::Close(Some(frame))).await;
+        tokio::time::sleep(CLOSE_GRACE).await;
+    };
+    tokio::select! {
+        () = read => {}
+        () = write => {}
+    }
+    let _ = inbox.send(ConnEvent::Closed { conn }).await;
+}
+
+/// The WebSocket close code for why the node closed a connection.
+fn close_code(reason: CloseReason) -> CloseCode {
+    match reason {
+        CloseReason::Requested
+        | CloseReason::Duplicate
+        | CloseReason::LinkBudget
+        | CloseReason::SelfConnection => CloseCode::Normal,
+        CloseReason::Shutdown => CloseCode::Away,
+        CloseReason::HandshakeTimeout
+        | CloseReason::InvalidHandshake
+        | CloseReason::ProtocolViolations
+        | CloseReason::WebRtcTimeout => CloseCode::Policy,
+    }
+}

@@ -1,0 +1,160 @@
+//! Application events and the streams that deliver them.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::Stream;
+use peer_relay_core::{ConnectFailure, PeerId, RawValue};
+use tokio::sync::mpsc;
+
+/// Something that happened to the relay, delivered by [`Events`].
+///
+/// `Peer`, `PeerRemoved` and `Message` are the JS original's `peer` and `message` events
+/// (plus the link-down event it lacks); the rest report failures the original swallows.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A direct link to this peer formed.
+    Peer(PeerId),
+    /// The direct link to this peer closed.
+    PeerRemoved(PeerId),
+    /// A message addressed to us arrived.
+    Message {
+        /// The sender.
+        from: PeerId,
+        /// What it sent.
+        data: serde_json::Value,
+    },
+    /// A connect attempt to this peer failed (explicit `connect` or discovery's own).
+    ConnectFailed {
+        /// The peer.
+        peer: PeerId,
+        /// Why.
+        reason: ConnectFailure,
+    },
+    /// A bootstrap url could not be reached; it is dialled again after `retry_in`.
+    BootstrapFailed {
+        /// The url.
+        url: String,
+        /// Consecutive failures so far.
+        attempt: u32,
+        /// Delay before the next attempt.
+        retry_in: Duration,
+    },
+}
+
+/// What travels from the driver to a stream: messages stay raw JSON until the reader's task
+/// parses them, so the driver task never pays for that.
+#[derive(Debug)]
+pub(crate) enum Delivery {
+    Event(Event),
+    Message { from: PeerId, data: Box<RawValue> },
+}
+
+/// An async stream of [`Event`]s; see [`PeerRelay::events`](crate::PeerRelay::events).
+///
+/// Ends (yields `None`) once the relay is destroyed and every event before that was read.
+#[derive(Debug)]
+pub struct Events {
+    rx: mpsc::UnboundedReceiver<Delivery>,
+    queued_messages: Arc<AtomicUsize>,
+}
+
+impl Events {
+    /// The next event, or `None` once the relay is gone.
+    pub async fn next(&mut self) -> Option<Event> {
+        std::future::poll_fn(|cx| self.poll_event(cx)).await
+    }
+
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        loop {
+            let Some(delivery) = std::task::ready!(self.rx.poll_recv(cx)) else {
+                return Poll::Ready(None);
+            };
+            match delivery {
+                Delivery::Event(event) => return Poll::Ready(Some(event)),
+                Delivery::Message { from, data } => {
+                    self.queued_messages.fetch_sub(1, Ordering::Relaxed);
+                    // The core checked the JSON (and its depth) before delivering it.
+                    match serde_json::from_str(data.get()) {
+                        Ok(data) => return Poll::Ready(Some(Event::Message { from, data })),
+                        Err(err) => tracing::warn!(%from, %err, "undecodable message skipped"),
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Stream for Events {
+    type Item = Event;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        self.get_mut().poll_event(cx)
+    }
+}
+
+/// The driver's end of one [`Events`] stream.
+#[derive(Debug)]
+pub(crate) struct Subscriber {
+    tx: mpsc::UnboundedSender<Delivery>,
+    queued_messages: Arc<AtomicUsize>,
+    max_messages: usize,
+}
+
+/// What became of a delivery.
+pub(crate) enum Delivered {
+    Yes,
+    /// The stream's message queue was full; the message was dropped.
+    Dropped,
+    /// The stream was dropped by the application.
+    Gone,
+}
+
+impl Subscriber {
+    /// A new stream that buffers at most `max_messages` unread messages.
+    pub(crate) fn new(max_messages: usize) -> (Subscriber, Events) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queued_messages = Arc::new(AtomicUsize::new(0));
+        let subscriber = Subscriber {
+            tx,
+            queued_messages: Arc::clone(&queued_messages),
+            max_messages,
+        };
+        (
+            subscriber,
+            Events {
+                rx,
+                queued_messages,
+            },
+        )
+    }
+
+    /// Whether the application dropped the stream.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    /// Delivers a delivery. Link and failure events are never dropped: they are few (one per
+    /// link change or failed attempt) and an application that lost one would misjudge which
+    /// peers it is linked to.
+    pub(crate) fn deliver(&self, delivery: Delivery) -> Delivered {
+        if let Delivery::Message { .. } = delivery {
+            if self.queued_messages.load(Ordering::Relaxed) >= self.max_messages {
+                return if self.tx.is_closed() {
+                    Delivered::Gone
+                } else {
+                    Delivered::Dropped
+                };
+            }
+            self.queued_messages.fetch_add(1, Ordering::Relaxed);
+        }
+        match self.tx.send(delivery) {
+            Ok(()) => Delivered::Yes,
+            Err(_) => Delivered::Gone,
+        }
+    }
+}

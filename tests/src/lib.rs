@@ -1,0 +1,1 @@
+//! Cross-crate and interoperability tests of peer-relay: Rust peers against the JS original.
