@@ -93,8 +93,11 @@ pub(crate) struct Driver {
     inbox: mpsc::Receiver<ConnEvent>,
     inbox_tx: mpsc::Sender<ConnEvent>,
     conns: HashMap<ConnId, Conn>,
-    /// Every task the driver started (listener, upgrades, dials, connections): awaited on
-    /// shutdown so that `destroy` returns only once every socket is closed.
+    /// The listener and the inbound upgrades: aborted first on shutdown.
+    accepting: JoinSet<()>,
+    /// Dials, connections and refusals: given a grace period on shutdown to finish their
+    /// close handshakes. Both sets are awaited, so `destroy` returns only once every socket
+    /// is closed.
     tasks: JoinSet<()>,
     /// Inbound upgrades in progress, bounded by `max_connections`.
     upgrading: usize,
@@ -109,9 +112,9 @@ impl Driver {
     /// Starts the driver task; it runs until `Destroy` or until every handle is dropped.
     pub(crate) fn spawn(setup: Setup) -> tokio::task::JoinHandle<()> {
         let (inbox_tx, inbox) = mpsc::channel(1024);
-        let mut tasks = JoinSet::new();
+        let mut accepting = JoinSet::new();
         if let Some(listener) = setup.listener {
-            tasks.spawn(connection::listen(listener, inbox_tx.clone()));
+            accepting.spawn(connection::listen(listener, inbox_tx.clone()));
         }
         let mut driver = Driver {
             node: setup.node,
@@ -123,7 +126,8 @@ impl Driver {
             inbox,
             inbox_tx,
             conns: HashMap::new(),
-            tasks,
+            accepting,
+            tasks: JoinSet::new(),
             upgrading: 0,
             subscribers: vec![setup.first_subscriber],
             stats: DriverStats::default(),
@@ -184,11 +188,10 @@ impl Driver {
                     self.carry_out();
                 }
                 Some(joined) = self.tasks.join_next(), if !self.tasks.is_empty() => {
-                    if let Err(err) = joined {
-                        if err.is_panic() {
-                            tracing::error!(%err, "an IO task panicked");
-                        }
-                    }
+                    report_panic(joined);
+                }
+                Some(joined) = self.accepting.join_next(), if !self.accepting.is_empty() => {
+                    report_panic(joined);
                 }
             }
         }
@@ -197,6 +200,9 @@ impl Driver {
 
     /// Closes everything and waits (bounded) for every task to end.
     async fn shut_down(mut self) {
+        // No new connections: the port is released once the listener task is gone.
+        self.accepting.abort_all();
+        while self.accepting.join_next().await.is_some() {}
         let now = self.clock.now();
         self.node.shutdown(now);
         self.carry_out();
@@ -265,7 +271,7 @@ impl Driver {
                 }
                 self.upgrading += 1;
                 let timeout = self.node.config().id_handshake_timeout;
-                self.tasks.spawn(connection::upgrade(
+                self.accepting.spawn(connection::upgrade(
                     stream,
                     self.ws_config,
                     timeout,
@@ -418,6 +424,14 @@ impl Driver {
         if gone {
             self.subscribers
                 .retain(|subscriber| !subscriber.is_closed());
+        }
+    }
+}
+
+fn report_panic(joined: Result<(), tokio::task::JoinError>) {
+    if let Err(err) = joined {
+        if err.is_panic() {
+            tracing::error!(%err, "an IO task panicked");
         }
     }
 }

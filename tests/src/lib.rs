@@ -1,1 +1,365 @@
 //! Cross-crate and interoperability tests of peer-relay: Rust peers against the JS original.
+//!
+//! [`Peer`] runs either kind behind one interface: a Rust peer is an in-process
+//! [`PeerRelay`]; a JS peer is `node js/peer.js`, the original `peer-relay` 0.0.2 from npm
+//! behind the same JSON-lines contract as the `peer-relay --json` binary. Tests written
+//! against [`Peer`] run unchanged with every mix of kinds.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use peer_relay::{Config, Event, Events, LinkSelection, Options, PeerId, PeerRelay};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+/// Longest wait for any one expected event: a failing test fails here instead of hanging.
+pub const WAIT: Duration = Duration::from_secs(15);
+
+/// Which implementation a peer runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// This repository's `PeerRelay`, in process.
+    Rust,
+    /// The JS original in a `node` child process.
+    Js,
+}
+
+/// How to start a peer.
+#[derive(Debug, Clone, Default)]
+pub struct Spec {
+    /// Run a WebSocket server (on a free port).
+    pub server: bool,
+    /// Urls to join through.
+    pub bootstrap: Vec<String>,
+    /// Whether discovered peers are linked automatically. Off, a chain stays a chain: Rust
+    /// peers use the nearest-to-self strategy with one target link, JS peers get
+    /// `--no-populate`.
+    pub no_populate: bool,
+}
+
+/// What a peer reports, whichever kind it is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PeerEvent {
+    /// A direct link formed.
+    Peer(PeerId),
+    /// A direct link closed.
+    PeerRemoved(PeerId),
+    /// A message arrived.
+    Message {
+        /// The sender.
+        from: PeerId,
+        /// Its data.
+        data: Value,
+    },
+    /// Anything reported as an error (refused commands, failed dials, a JS crash).
+    Error(String),
+}
+
+/// A running peer of either kind. A JS peer's process is killed when this is dropped, so a
+/// failing test leaves nothing behind.
+pub struct Peer {
+    /// Which implementation it runs.
+    pub kind: Kind,
+    /// Its id.
+    pub id: PeerId,
+    /// Its WebSocket url, if it runs a server.
+    pub url: Option<String>,
+    inner: Inner,
+}
+
+enum Inner {
+    Rust { relay: PeerRelay, events: Events },
+    Js(Box<JsProcess>),
+}
+
+struct JsProcess {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: Lines<BufReader<ChildStdout>>,
+}
+
+/// The directory with `package.json`, `peer.js` and (after `npm ci`) `node_modules`.
+pub fn js_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("js")
+}
+
+/// Whether the JS side can run: `node` on PATH and `npm ci --prefix tests/js` done. Under
+/// `CI=true` a missing piece is a failure (panic); elsewhere the caller skips, loudly.
+pub fn js_available() -> bool {
+    let problem = if std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .map(|out| out.status.success())
+        .unwrap_or(false)
+    {
+        let package = js_dir().join("node_modules/peer-relay/package.json");
+        (!package.exists()).then(|| {
+            format!(
+                "{} is missing: run `npm ci --prefix tests/js`",
+                package.display()
+            )
+        })
+    } else {
+        Some("`node` is not on PATH".to_owned())
+    };
+    match problem {
+        None => true,
+        Some(problem) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("interop tests need the JS original under CI: {problem}")
+        }
+        Some(problem) => {
+            eprintln!("\n!!! SKIPPING an interop test: {problem} !!!\n");
+            false
+        }
+    }
+}
+
+impl Peer {
+    /// Starts a peer and returns once it is listening (if it serves) and knows its id.
+    pub async fn start(kind: Kind, spec: &Spec) -> Peer {
+        match kind {
+            Kind::Rust => Self::start_rust(spec).await,
+            Kind::Js => Self::start_js(spec).await,
+        }
+    }
+
+    async fn start_rust(spec: &Spec) -> Peer {
+        let config = if spec.no_populate {
+            Config {
+                link_selection: LinkSelection::NearestToSelf,
+                target_links: 1,
+                refresh_interval: None,
+                ..Config::default()
+            }
+        } else {
+            Config::default()
+        };
+        let relay = PeerRelay::new(Options {
+            port: spec.server.then_some(0),
+            bootstrap: spec.bootstrap.clone(),
+            config,
+            ..Options::default()
+        })
+        .await
+        .expect("Rust peer starts");
+        let events = relay.events();
+        Peer {
+            kind: Kind::Rust,
+            id: relay.id(),
+            url: relay.url().map(str::to_owned),
+            inner: Inner::Rust { relay, events },
+        }
+    }
+
+    async fn start_js(spec: &Spec) -> Peer {
+        let mut command = Command::new("node");
+        command.arg(js_dir().join("peer.js"));
+        if spec.server {
+            command.args(["--port", "0"]);
+        }
+        for url in &spec.bootstrap {
+            command.args(["--bootstrap", url]);
+        }
+        if spec.no_populate {
+            command.arg("--no-populate");
+        }
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn node peer.js");
+        let stdin = child.stdin.take().expect("piped stdin");
+        let stdout = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+        let mut process = JsProcess {
+            child,
+            stdin,
+            stdout,
+        };
+        let ready = process.next_line().await.expect("JS peer prints ready");
+        assert_eq!(ready["event"], "ready", "{ready}");
+        let id = ready["id"].as_str().expect("id").parse().expect("hex id");
+        let url = ready["url"].as_str().map(str::to_owned);
+        Peer {
+            kind: Kind::Js,
+            id,
+            url,
+            inner: Inner::Js(Box::new(process)),
+        }
+    }
+
+    /// The url, for peers that serve.
+    pub fn url(&self) -> &str {
+        self.url.as_deref().expect("this peer runs a server")
+    }
+
+    /// The next event, or `None` once the peer is gone.
+    pub async fn next_event(&mut self) -> Option<PeerEvent> {
+        match &mut self.inner {
+            Inner::Rust { events, .. } => loop {
+                match events.next().await? {
+                    Event::Peer(id) => return Some(PeerEvent::Peer(id)),
+                    Event::PeerRemoved(id) => return Some(PeerEvent::PeerRemoved(id)),
+                    Event::Message { from, data } => {
+                        return Some(PeerEvent::Message { from, data });
+                    }
+                    Event::ConnectFailed { peer, reason } => {
+                        return Some(PeerEvent::Error(format!("connect {peer}: {reason:?}")));
+                    }
+                    Event::BootstrapFailed { url, .. } => {
+                        return Some(PeerEvent::Error(format!("bootstrap {url} failed")));
+                    }
+                    _ => continue,
+                }
+            },
+            Inner::Js(process) => {
+                let line = process.next_line().await?;
+                let id = |key: &str| -> PeerId {
+                    line[key]
+                        .as_str()
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or_else(|| panic!("JS peer printed a bad id in {line}"))
+                };
+                Some(match line["event"].as_str() {
+                    Some("peer") => PeerEvent::Peer(id("id")),
+                    Some("peer-removed") => PeerEvent::PeerRemoved(id("id")),
+                    Some("message") => PeerEvent::Message {
+                        from: id("from"),
+                        data: line["data"].clone(),
+                    },
+                    Some("error") => PeerEvent::Error(line["message"].to_string()),
+                    _ => panic!("JS peer printed an unknown line: {line}"),
+                })
+            }
+        }
+    }
+
+    /// Waits (at most [`WAIT`]) for the first event `pick` accepts, skipping others.
+    /// Panics on a JS crash report, a closed stream or the timeout.
+    pub async fn expect<T>(
+        &mut self,
+        what: &str,
+        mut pick: impl FnMut(&PeerEvent) -> Option<T>,
+    ) -> T {
+        let kind = self.kind;
+        let found = tokio::time::timeout(WAIT, async {
+            while let Some(event) = self.next_event().await {
+                if let PeerEvent::Error(message) = &event {
+                    assert!(
+                        !message.contains("uncaught exception"),
+                        "{kind:?} peer crashed: {message}"
+                    );
+                }
+                if let Some(found) = pick(&event) {
+                    return Some(found);
+                }
+            }
+            None
+        })
+        .await;
+        match found {
+            Ok(Some(found)) => found,
+            Ok(None) => panic!("{kind:?} peer's events ended while waiting for {what}"),
+            Err(_) => panic!("{kind:?} peer: no {what} within {WAIT:?}"),
+        }
+    }
+
+    /// Waits for a link to `peer`.
+    pub async fn expect_peer(&mut self, peer: PeerId) {
+        let what = format!("peer {peer}");
+        self.expect(&what, |e| (*e == PeerEvent::Peer(peer)).then_some(()))
+            .await;
+    }
+
+    /// Waits for the link to `peer` to close.
+    pub async fn expect_removed(&mut self, peer: PeerId) {
+        let what = format!("peer-removed {peer}");
+        self.expect(&what, |e| {
+            (*e == PeerEvent::PeerRemoved(peer)).then_some(())
+        })
+        .await;
+    }
+
+    /// Waits for a message from `from` and returns its data.
+    pub async fn expect_message(&mut self, from: PeerId) -> Value {
+        let what = format!("message from {from}");
+        self.expect(&what, |e| match e {
+            PeerEvent::Message { from: f, data } if *f == from => Some(data.clone()),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Sends `data` to `to`.
+    pub async fn send(&mut self, to: PeerId, data: &Value) {
+        match &mut self.inner {
+            Inner::Rust { relay, .. } => relay.send(to, data).await.expect("send"),
+            Inner::Js(process) => {
+                let line =
+                    serde_json::json!({"cmd": "send", "to": to.to_hex().as_str(), "data": data});
+                process.command(&line).await;
+            }
+        }
+    }
+
+    /// Asks for a direct link to `peer`.
+    pub async fn connect(&mut self, peer: PeerId) {
+        match &mut self.inner {
+            Inner::Rust { relay, .. } => relay.connect(peer).await.expect("connect"),
+            Inner::Js(process) => {
+                let line = serde_json::json!({"cmd": "connect", "id": peer.to_hex().as_str()});
+                process.command(&line).await;
+            }
+        }
+    }
+
+    /// Closes the direct link to `peer`.
+    pub async fn disconnect(&mut self, peer: PeerId) {
+        match &mut self.inner {
+            Inner::Rust { relay, .. } => relay.disconnect(peer).await.expect("disconnect"),
+            Inner::Js(process) => {
+                let line = serde_json::json!({"cmd": "disconnect", "id": peer.to_hex().as_str()});
+                process.command(&line).await;
+            }
+        }
+    }
+
+    /// Shuts the peer down and waits until it is gone (a JS peer must exit with status 0).
+    pub async fn destroy(self) {
+        match self.inner {
+            Inner::Rust { relay, .. } => relay.destroy().await,
+            Inner::Js(mut process) => {
+                process
+                    .command(&serde_json::json!({"cmd": "destroy"}))
+                    .await;
+                let status = tokio::time::timeout(WAIT, process.child.wait())
+                    .await
+                    .expect("JS peer exits after destroy")
+                    .expect("wait for JS peer");
+                assert!(status.success(), "JS peer exited with {status}");
+            }
+        }
+    }
+}
+
+impl JsProcess {
+    async fn next_line(&mut self) -> Option<Value> {
+        let line = self.stdout.next_line().await.expect("read JS stdout")?;
+        Some(
+            serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("JS printed non-JSON ({e}): {line}")),
+        )
+    }
+
+    async fn command(&mut self, line: &Value) {
+        let mut text = line.to_string();
+        text.push('\n');
+        self.stdin
+            .write_all(text.as_bytes())
+            .await
+            .expect("write JS stdin");
+        self.stdin.flush().await.expect("flush JS stdin");
+    }
+}
