@@ -876,12 +876,33 @@ impl Node {
             });
             return;
         }
-        let answered = self
-            .pending
-            .get(&from)
-            .is_some_and(|p| p.role == Role::Answered && p.session.is_none());
-        if !self.config.webrtc || !answered {
+        if !self.config.webrtc {
             return self.stats.dropped.add(DropReason::UnsolicitedSignal);
+        }
+        // As the original, an SDP offer from a peer we have no session with starts a responder
+        // session (within the pending-connect bound). Other signals (candidates, answers) only
+        // reach a session we agreed to by answering the peer's handshake-offer.
+        let is_offer = wire::is_sdp_offer(signal.get());
+        let acceptable = match self.pending.get(&from) {
+            Some(p) => p.session.is_none() && (p.role == Role::Answered || is_offer),
+            None => {
+                is_offer
+                    && !self.links.contains_key(&from)
+                    && self.pending.len() < self.config.max_pending_connects
+            }
+        };
+        if !acceptable {
+            return self.stats.dropped.add(DropReason::UnsolicitedSignal);
+        }
+        if !self.pending.contains_key(&from) {
+            let deadline = self.now + self.config.webrtc_timeout;
+            let pending = Pending {
+                deadline,
+                role: Role::Answered,
+                explicit: false,
+                session: None,
+            };
+            self.set_pending(from, pending);
         }
         if let Some(conn) = self.start_webrtc(from, false, None) {
             self.outputs.push_back(Output::RemoteSignal {

@@ -662,6 +662,17 @@ impl<'a> Payload<'a> {
     }
 }
 
+#[derive(Deserialize)]
+struct SignalKind<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<Cow<'a, str>>,
+}
+
+/// Whether a simple-peer signal is an SDP offer (`{"type":"offer",...}`).
+pub fn is_sdp_offer(signal: &str) -> bool {
+    serde_json::from_str::<SignalKind<'_>>(signal).is_ok_and(|s| s.kind.as_deref() == Some("offer"))
+}
+
 /// A payload this node originates, written with [`OutgoingPayload::write`].
 #[derive(Debug, Clone)]
 pub enum OutgoingPayload<'a> {

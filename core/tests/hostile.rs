@@ -266,12 +266,13 @@ fn unsolicited_answers_and_signals_do_not_make_us_dial() {
         "\"1\"",
         r#"{"type":"handshake-answer","data":{"ws":"ws://victim.test:1","wrtc":false}}"#,
     );
+    // A candidate (not an offer) from a stranger must not start a session.
     let signal = envelope(
         &format!("\"{b}\""),
         &format!("\"{stranger}\""),
         &format!("[\"{stranger}\"]"),
         "\"2\"",
-        r#"{"type":"signal","data":{"type":"offer","sdp":"x"}}"#,
+        r#"{"type":"signal","data":{"candidate":{"candidate":"c","sdpMLineIndex":0,"sdpMid":"0"}}}"#,
     );
     let now = net.now;
     net.nodes[1].handle_input(

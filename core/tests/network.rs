@@ -366,3 +366,99 @@ fn time_never_runs_backwards_in_the_node() {
     net.run_for(secs(6));
     assert_eq!(net.received(2).len(), 2);
 }
+
+#[test]
+fn simultaneous_offers_are_resolved_by_id_order() {
+    let mut net = Net::new();
+    let hub = net.add(line_config(), 1, true);
+    let a = net.add(line_config(), 2, true);
+    let b = net.add(line_config(), 3, true);
+    net.bootstrap(a, hub);
+    net.bootstrap(b, hub);
+    net.run_for(secs(1));
+    // Both ask at the same instant: only the side with the larger id answers, so only the
+    // smaller id dials, and no duplicate link has to be closed.
+    net.connect(a, b);
+    net.connect(b, a);
+    net.run_for(secs(2));
+    assert!(net.conn_between(a, b).is_some() && net.conn_between(b, a).is_some());
+    for n in [a, b] {
+        assert_eq!(
+            net.nodes[n]
+                .stats()
+                .closed
+                .get(peer_relay_core::CloseReason::Duplicate),
+            0
+        );
+    }
+    let (smaller, larger) = if net.id(a) < net.id(b) {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    let dials = |n: usize| {
+        net.trace
+            .iter()
+            .filter(|l| l.split(' ').nth(1) == Some(&n.to_string()) && l.contains("DialWebSocket"))
+            .count()
+    };
+    assert_eq!(
+        dials(smaller),
+        2,
+        "bootstrap dial plus the dial to the larger id"
+    );
+    assert_eq!(dials(larger), 1, "only its bootstrap dial");
+}
+
+#[test]
+fn an_sdp_offer_from_a_peer_without_session_starts_a_responder() {
+    // As the original: an offer signal from a peer we have no session with starts a responder
+    // session; a candidate alone does not.
+    let mut net = Net::new();
+    let rtc = Config {
+        webrtc: true,
+        ..line_config()
+    };
+    let hub = net.add(line_config(), 1, true);
+    let b = net.add(rtc, 3, false);
+    net.bootstrap(b, hub);
+    net.run_for(secs(1));
+    let conn = net.conn_between(b, hub).expect("b-hub link");
+    let stranger = PeerId::from_bytes([0x42; 20]);
+    let signal = |nonce: u32, data: &str| {
+        format!(
+            r#"{{"to":"{}","from":"{stranger}","path":["{stranger}"],"nonce":"{nonce}","data":{{"type":"signal","data":{data}}}}}"#,
+            net.id(b)
+        )
+    };
+    let candidate = signal(
+        1,
+        r#"{"candidate":{"candidate":"c","sdpMLineIndex":0,"sdpMid":"0"}}"#,
+    );
+    let offer = signal(2, r#"{"type":"offer","sdp":"fake-offer"}"#);
+    net.inject(b, conn, candidate.as_bytes());
+    let started = |net: &Net| {
+        net.trace
+            .iter()
+            .filter(|l| l.contains("StartWebRtc"))
+            .count()
+    };
+    assert_eq!(
+        started(&net),
+        0,
+        "a candidate from a stranger starts nothing"
+    );
+    net.inject(b, conn, offer.as_bytes());
+    assert_eq!(started(&net), 1);
+    let line = net
+        .trace
+        .iter()
+        .find(|l| l.contains("StartWebRtc"))
+        .unwrap();
+    assert!(line.contains("initiator: false") && line.contains(&format!("{:?}", stranger)));
+    assert!(
+        net.trace
+            .iter()
+            .any(|l| l.contains("RemoteSignal") && l.contains("fake-offer"))
+    );
+}
