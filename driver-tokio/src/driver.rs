@@ -162,8 +162,10 @@ impl Driver {
             }
             tokio::select! {
                 _ = self.inbox.recv_many(&mut inputs, INBOX_BATCH) => {
+                    // One clock read per batch: these inputs arrived together.
+                    let now = self.clock.now();
                     for event in inputs.drain(..) {
-                        self.on_conn_event(event);
+                        self.on_conn_event(now, event);
                         self.carry_out();
                     }
                 }
@@ -172,11 +174,12 @@ impl Driver {
                         tracing::debug!("every handle dropped: shutting down");
                         break 'running;
                     }
+                    let now = self.clock.now();
                     for command in commands.drain(..) {
                         if let Command::Destroy = command {
                             break 'running;
                         }
-                        self.on_command(command);
+                        self.on_command(now, command);
                         self.carry_out();
                     }
                 }
@@ -231,8 +234,7 @@ impl Driver {
         tracing::debug!(id = %self.node.id(), "destroyed");
     }
 
-    fn on_command(&mut self, command: Command) {
-        let now = self.clock.now();
+    fn on_command(&mut self, now: Time, command: Command) {
         match command {
             Command::Send { to, data } => {
                 if let Err(err) = self.node.send_raw(now, to, &data) {
@@ -260,8 +262,7 @@ impl Driver {
         }
     }
 
-    fn on_conn_event(&mut self, event: ConnEvent) {
-        let now = self.clock.now();
+    fn on_conn_event(&mut self, now: Time, event: ConnEvent) {
         match event {
             ConnEvent::Accepted(stream, peer) => {
                 if self.upgrading >= self.node.config().max_connections {
