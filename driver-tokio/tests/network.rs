@@ -301,6 +301,28 @@ async fn unreachable_bootstrap_is_retried_with_backoff_and_reported() {
 }
 
 #[tokio::test]
+async fn a_dial_that_never_upgrades_times_out_and_is_reported() {
+    // The kernel completes the TCP handshake into the backlog, but nobody ever answers the
+    // WebSocket upgrade: only the driver's connect timeout ends the dial.
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = format!("ws://{}", silent.local_addr().unwrap());
+    let joiner = start(Options {
+        bootstrap: vec![target.clone()],
+        connect_timeout: Duration::from_millis(200),
+        ..Options::default()
+    })
+    .await;
+    let failed = expect(&mut joiner.events(), "bootstrap failure", |e| match e {
+        Event::BootstrapFailed { url, attempt, .. } => Some((url.clone(), *attempt)),
+        _ => None,
+    })
+    .await;
+    assert_eq!(failed, (target, 1));
+    assert_eq!(joiner.stats().await.unwrap().driver.dials_failed, 1);
+    joiner.destroy().await;
+}
+
+#[tokio::test]
 async fn options_errors_are_typed() {
     let taken = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = taken.local_addr().unwrap().port();
