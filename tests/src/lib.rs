@@ -5,6 +5,7 @@
 //! behind the same JSON-lines contract as the `peer-relay --json` binary. Tests written
 //! against [`Peer`] run unchanged with every mix of kinds.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -110,7 +111,11 @@ pub fn js_available() -> bool {
             panic!("interop tests need the JS original under CI: {problem}")
         }
         Some(problem) => {
-            eprintln!("\n!!! SKIPPING an interop test: {problem} !!!\n");
+            // Written to the stderr handle itself: the test harness captures `eprintln!`.
+            let _ = writeln!(
+                std::io::stderr(),
+                "\n!!! SKIPPING an interop test: {problem} !!!\n"
+            );
             false
         }
     }
