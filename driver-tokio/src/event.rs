@@ -60,7 +60,8 @@ pub(crate) enum Delivery {
 #[derive(Debug)]
 pub struct Events {
     rx: mpsc::UnboundedReceiver<Delivery>,
-    queued_messages: Arc<AtomicUsize>,
+    /// Bytes of message data queued for this stream and not read yet.
+    queued_bytes: Arc<AtomicUsize>,
 }
 
 impl Events {
@@ -77,7 +78,8 @@ impl Events {
             match delivery {
                 Delivery::Event(event) => return Poll::Ready(Some(event)),
                 Delivery::Message { from, data } => {
-                    self.queued_messages.fetch_sub(1, Ordering::Relaxed);
+                    self.queued_bytes
+                        .fetch_sub(data.get().len(), Ordering::Relaxed);
                     // The core checked the JSON (and its depth) before delivering it.
                     match serde_json::from_str(data.get()) {
                         Ok(data) => return Poll::Ready(Some(Event::Message { from, data })),
@@ -101,8 +103,8 @@ impl Stream for Events {
 #[derive(Debug)]
 pub(crate) struct Subscriber {
     tx: mpsc::UnboundedSender<Delivery>,
-    queued_messages: Arc<AtomicUsize>,
-    max_messages: usize,
+    queued_bytes: Arc<AtomicUsize>,
+    max_bytes: usize,
 }
 
 /// What became of a delivery.
@@ -115,22 +117,16 @@ pub(crate) enum Delivered {
 }
 
 impl Subscriber {
-    /// A new stream that buffers at most `max_messages` unread messages.
-    pub(crate) fn new(max_messages: usize) -> (Subscriber, Events) {
+    /// A new stream that buffers at most `max_bytes` of unread message data.
+    pub(crate) fn new(max_bytes: usize) -> (Subscriber, Events) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let queued_messages = Arc::new(AtomicUsize::new(0));
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
         let subscriber = Subscriber {
             tx,
-            queued_messages: Arc::clone(&queued_messages),
-            max_messages,
+            queued_bytes: Arc::clone(&queued_bytes),
+            max_bytes,
         };
-        (
-            subscriber,
-            Events {
-                rx,
-                queued_messages,
-            },
-        )
+        (subscriber, Events { rx, queued_bytes })
     }
 
     /// Whether the application dropped the stream.
@@ -142,15 +138,16 @@ impl Subscriber {
     /// link change or failed attempt) and an application that lost one would misjudge which
     /// peers it is linked to.
     pub(crate) fn deliver(&self, delivery: Delivery) -> Delivered {
-        if let Delivery::Message { .. } = delivery {
-            if self.queued_messages.load(Ordering::Relaxed) >= self.max_messages {
+        if let Delivery::Message { data, .. } = &delivery {
+            let len = data.get().len();
+            if self.queued_bytes.load(Ordering::Relaxed) + len > self.max_bytes {
                 return if self.tx.is_closed() {
                     Delivered::Gone
                 } else {
                     Delivered::Dropped
                 };
             }
-            self.queued_messages.fetch_add(1, Ordering::Relaxed);
+            self.queued_bytes.fetch_add(len, Ordering::Relaxed);
         }
         match self.tx.send(delivery) {
             Ok(()) => Delivered::Yes,

@@ -59,7 +59,8 @@ pub use peer_relay_core::{
 pub struct DriverStats {
     /// Frames dropped because a connection's send queue was full.
     pub send_queue_drops: u64,
-    /// Messages dropped because an [`Events`] stream had `event_queue` unread messages.
+    /// Messages dropped because an [`Events`] stream had `event_queue_bytes` of unread
+    /// messages.
     pub events_dropped: u64,
     /// Messages `send` handed over that the node then refused (no link yet and its pre-link
     /// queue full).

@@ -46,10 +46,11 @@ pub struct Options {
     /// Bytes of frames that may wait to be written on one connection; a frame that does not
     /// fit is dropped and counted in [`DriverStats::send_queue_drops`](crate::DriverStats).
     pub send_queue_bytes: usize,
-    /// Messages that may wait unread in one [`Events`](crate::Events) stream; further
-    /// messages are dropped and counted in
-    /// [`DriverStats::events_dropped`](crate::DriverStats). Link events are never dropped.
-    pub event_queue: usize,
+    /// Bytes of message data that may wait unread in one [`Events`](crate::Events) stream;
+    /// a message that does not fit is dropped and counted in
+    /// [`DriverStats::events_dropped`](crate::DriverStats). Link and failure events are never
+    /// dropped (they are few, and losing one would misinform the application).
+    pub event_queue_bytes: usize,
 }
 
 impl Default for Options {
@@ -63,7 +64,7 @@ impl Default for Options {
             config: Config::default(),
             connect_timeout: Duration::from_secs(10),
             send_queue_bytes: 4 << 20,
-            event_queue: 65_536,
+            event_queue_bytes: 16 << 20,
         }
     }
 }
@@ -98,9 +99,9 @@ impl Options {
                 "`send_queue_bytes` must hold at least one frame of `max_frame_bytes`".into(),
             ));
         }
-        if self.event_queue == 0 {
+        if self.event_queue_bytes < self.config.max_frame_bytes {
             return Err(Error::InvalidOptions(
-                "`event_queue` must be positive".into(),
+                "`event_queue_bytes` must hold at least one frame of `max_frame_bytes`".into(),
             ));
         }
         Ok(())

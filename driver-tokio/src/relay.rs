@@ -58,7 +58,7 @@ struct Inner {
     subscribe: mpsc::UnboundedSender<Subscriber>,
     /// The stream that has buffered every event since the start, for the first `events()`.
     first_events: Mutex<Option<Events>>,
-    event_queue: usize,
+    event_queue_bytes: usize,
     /// The node's limits for one message's data, checked before it is queued.
     data_limits: DecodeLimits,
 }
@@ -111,7 +111,7 @@ impl PeerRelay {
         let ws_config = connection::ws_config(node.config().max_frame_bytes);
         let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
         let (subscribe, subscriptions) = mpsc::unbounded_channel();
-        let (first_subscriber, first_events) = Subscriber::new(options.event_queue);
+        let (first_subscriber, first_events) = Subscriber::new(options.event_queue_bytes);
         tracing::info!(%id, url = url.as_deref().unwrap_or("-"), "node started");
         Driver::spawn(Setup {
             node,
@@ -131,7 +131,7 @@ impl PeerRelay {
                 commands: commands_tx,
                 subscribe,
                 first_events: Mutex::new(Some(first_events)),
-                event_queue: options.event_queue,
+                event_queue_bytes: options.event_queue_bytes,
                 data_limits,
             }),
         })
@@ -160,7 +160,7 @@ impl PeerRelay {
         if let Some(events) = first {
             return events;
         }
-        let (subscriber, events) = Subscriber::new(self.inner.event_queue);
+        let (subscriber, events) = Subscriber::new(self.inner.event_queue_bytes);
         // If the driver is gone the subscriber is dropped and the stream simply ends.
         let _ = self.inner.subscribe.send(subscriber);
         events

@@ -394,19 +394,28 @@ async fn handles_are_shared_across_tasks() {
 
 #[tokio::test]
 async fn a_slow_event_reader_loses_messages_counted_not_links() {
+    // Streams of a hold at most 1,000 bytes of unread message data: four of the 250-byte
+    // messages below.
     let a = start(Options {
-        event_queue: 4,
+        config: Config {
+            max_frame_bytes: 1000,
+            max_hops: 2,
+            ..Config::default()
+        },
+        event_queue_bytes: 1000,
         ..server()
     })
     .await;
+    let message = |n: usize| json!(format!("{n:02}{}", "x".repeat(246)));
+    assert_eq!(message(0).to_string().len(), 250);
     let slow = a.events();
     let mut fast = a.events();
     let b = start(joining(&url(&a))).await;
     expect_peer(&mut fast, b.id()).await;
     // Read in step on the second stream, so that one never holds more than one message.
     for n in 0..20 {
-        b.send(a.id(), &n).await.unwrap();
-        assert_eq!(expect_message(&mut fast, b.id()).await, json!(n));
+        b.send(a.id(), &message(n)).await.unwrap();
+        assert_eq!(expect_message(&mut fast, b.id()).await, message(n));
     }
     // The unread one kept its link event and the first four messages; the rest were dropped
     // and counted.
@@ -414,7 +423,7 @@ async fn a_slow_event_reader_loses_messages_counted_not_links() {
     let mut slow = slow;
     assert_eq!(slow.next().await, Some(Event::Peer(b.id())));
     for n in 0..4 {
-        assert_eq!(expect_message(&mut slow, b.id()).await, json!(n));
+        assert_eq!(expect_message(&mut slow, b.id()).await, message(n));
     }
     a.destroy().await;
     b.destroy().await;
