@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use peer_relay_core::{CloseReason, ConnId};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -20,8 +20,10 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 /// After sending our close frame, how long to wait for the peer's before dropping the
 /// socket.
 const CLOSE_GRACE: Duration = Duration::from_millis(500);
-/// Frames written per flush at most; larger batches only delay the flush.
-const WRITE_BATCH: usize = 256;
+/// Batches of frames taken per flush at most; larger batches only delay the flush.
+const WRITE_BATCH: usize = 16;
+/// Frames read before handing them to the driver at most, if more are ready at once.
+const READ_BATCH: usize = 64;
 
 /// An inbound WebSocket after its upgrade.
 pub(crate) type InboundWs = WebSocketStream<TcpStream>;
@@ -42,18 +44,25 @@ pub(crate) enum ConnEvent {
         conn: ConnId,
         result: Result<Box<OutboundWs>, String>,
     },
-    /// A text frame arrived.
-    Frame { conn: ConnId, text: Utf8Bytes },
-    /// A binary frame arrived.
-    Binary { conn: ConnId },
+    /// Frames arrived: those that were ready together, in order.
+    Frames { conn: ConnId, frames: Vec<Inbound> },
     /// The connection ended (closed by either side, or failed).
     Closed { conn: ConnId },
+}
+
+/// A frame as the driver gets it.
+#[derive(Debug)]
+pub(crate) enum Inbound {
+    Text(Utf8Bytes),
+    /// The protocol is text only; the node counts these.
+    Binary,
 }
 
 /// What the driver asks a connection task to do.
 #[derive(Debug)]
 pub(crate) enum Outgoing {
-    Frame(Utf8Bytes),
+    /// Frames to write, in order.
+    Frames(Vec<Utf8Bytes>),
     Close(CloseReason),
 }
 
@@ -152,26 +161,53 @@ pub(crate) async fn refuse(mut ws: InboundWs) {
 #[derive(Debug)]
 pub(crate) struct ConnHandle {
     outgoing: mpsc::UnboundedSender<Outgoing>,
-    /// Bytes handed to the task and not yet flushed to the socket.
+    /// Frames queued since the last flush, sent to the task together.
+    pending: Vec<Utf8Bytes>,
+    /// Bytes queued (pending or handed to the task) and not yet written to the socket.
     queued_bytes: Arc<AtomicUsize>,
     max_queued_bytes: usize,
 }
 
+/// What became of a frame given to [`ConnHandle::transmit`].
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Queued {
+    /// Queued; the connection had nothing pending, so it needs a flush.
+    First,
+    /// Queued behind other pending frames.
+    More,
+    /// The queue is full: dropped.
+    Dropped,
+}
+
 impl ConnHandle {
-    /// Queues a frame, or returns false (frame dropped) when the queue is full.
-    pub(crate) fn transmit(&self, frame: String) -> bool {
+    /// Queues a frame for the next [`ConnHandle::flush`], or drops it when the queue is full.
+    pub(crate) fn transmit(&mut self, frame: String) -> Queued {
         let len = frame.len();
         if self.queued_bytes.load(Ordering::Relaxed) + len > self.max_queued_bytes {
-            return false;
+            return Queued::Dropped;
         }
         self.queued_bytes.fetch_add(len, Ordering::Relaxed);
-        // If the task already ended, its `Closed` report is on its way: nothing to do here.
-        let _ = self.outgoing.send(Outgoing::Frame(frame.into()));
-        true
+        self.pending.push(frame.into());
+        if self.pending.len() == 1 {
+            Queued::First
+        } else {
+            Queued::More
+        }
+    }
+
+    /// Hands the pending frames to the task.
+    pub(crate) fn flush(&mut self) {
+        if !self.pending.is_empty() {
+            // If the task already ended, its `Closed` report is on its way: nothing to do.
+            let _ = self
+                .outgoing
+                .send(Outgoing::Frames(std::mem::take(&mut self.pending)));
+        }
     }
 
     /// Asks the task to close the connection, after the frames queued before.
-    pub(crate) fn close(self, reason: CloseReason) {
+    pub(crate) fn close(mut self, reason: CloseReason) {
+        self.flush();
         let _ = self.outgoing.send(Outgoing::Close(reason));
     }
 }
@@ -190,6 +226,7 @@ where
     let queued_bytes = Arc::new(AtomicUsize::new(0));
     let handle = ConnHandle {
         outgoing,
+        pending: Vec::new(),
         queued_bytes: Arc::clone(&queued_bytes),
         max_queued_bytes,
     };
@@ -210,20 +247,41 @@ async fn run<S>(
 {
     let (mut sink, mut stream) = ws.split();
     let read = async {
-        while let Some(message) = stream.next().await {
-            let event = match message {
-                Ok(Message::Text(text)) => ConnEvent::Frame { conn, text },
-                Ok(Message::Binary(_)) => ConnEvent::Binary { conn },
-                Ok(Message::Close(_)) => return,
-                // Pings are answered by tungstenite itself.
-                Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => continue,
-                Err(err) => {
-                    tracing::debug!(%conn, %err, "read failed");
-                    return;
+        loop {
+            // Wait for one frame, then take whatever else is ready without waiting.
+            let mut frames = Vec::new();
+            let mut ended = false;
+            let mut next = stream.next().await;
+            loop {
+                match next {
+                    Some(Ok(Message::Text(text))) => frames.push(Inbound::Text(text)),
+                    Some(Ok(Message::Binary(_))) => frames.push(Inbound::Binary),
+                    // Pings are answered by tungstenite itself.
+                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                    Some(Ok(Message::Close(_))) | None => ended = true,
+                    Some(Err(err)) => {
+                        tracing::debug!(%conn, %err, "read failed");
+                        ended = true;
+                    }
                 }
-            };
+                if ended || frames.len() >= READ_BATCH {
+                    break;
+                }
+                match stream.next().now_or_never() {
+                    Some(ready) => next = ready,
+                    None => break,
+                }
+            }
             // A full inbox makes us stop reading: TCP pushes back on the peer.
-            if inbox.send(event).await.is_err() {
+            if !frames.is_empty()
+                && inbox
+                    .send(ConnEvent::Frames { conn, frames })
+                    .await
+                    .is_err()
+            {
+                return;
+            }
+            if ended {
                 return;
             }
         }
@@ -238,11 +296,13 @@ async fn run<S>(
             let mut bytes = 0;
             for item in batch.drain(..) {
                 match item {
-                    Outgoing::Frame(text) => {
-                        bytes += text.len();
-                        if let Err(err) = sink.feed(Message::Text(text)).await {
-                            tracing::debug!(%conn, %err, "write failed");
-                            return;
+                    Outgoing::Frames(frames) => {
+                        for text in frames {
+                            bytes += text.len();
+                            if let Err(err) = sink.feed(Message::Text(text)).await {
+                                tracing::debug!(%conn, %err, "write failed");
+                                return;
+                            }
                         }
                     }
                     Outgoing::Close(reason) => break 'writing reason,

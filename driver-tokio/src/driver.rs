@@ -12,8 +12,8 @@ use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use crate::connection::{self, ConnEvent, ConnHandle};
-use crate::event::{Delivered, Delivery, Event, Subscriber};
+use crate::connection::{self, ConnEvent, ConnHandle, Inbound, Queued};
+use crate::event::{Delivery, Event, Subscriber};
 use crate::{DriverStats, Error, Stats};
 
 /// Inputs (frames, reports) taken from the inbox per wake-up at most.
@@ -93,6 +93,8 @@ pub(crate) struct Driver {
     inbox: mpsc::Receiver<ConnEvent>,
     inbox_tx: mpsc::Sender<ConnEvent>,
     conns: HashMap<ConnId, Conn>,
+    /// Connections with frames queued since the last flush.
+    dirty: Vec<ConnId>,
     /// The listener and the inbound upgrades: aborted first on shutdown.
     accepting: JoinSet<()>,
     /// Dials, connections and refusals: given a grace period on shutdown to finish their
@@ -126,6 +128,7 @@ impl Driver {
             inbox,
             inbox_tx,
             conns: HashMap::new(),
+            dirty: Vec::new(),
             accepting,
             tasks: JoinSet::new(),
             upgrading: 0,
@@ -143,6 +146,7 @@ impl Driver {
             }
         }
         driver.carry_out();
+        driver.flush();
         tokio::spawn(driver.run())
     }
 
@@ -168,6 +172,7 @@ impl Driver {
                         self.on_conn_event(now, event);
                         self.carry_out();
                     }
+                    self.flush();
                 }
                 received = self.commands.recv_many(&mut commands, COMMAND_BATCH) => {
                     if received == 0 {
@@ -182,6 +187,7 @@ impl Driver {
                         self.on_command(now, command);
                         self.carry_out();
                     }
+                    self.flush();
                 }
                 Some(subscriber) = self.subscriptions.recv() => self.subscribers.push(subscriber),
                 () = &mut sleep, if armed.is_some() => {
@@ -189,6 +195,7 @@ impl Driver {
                     let now = self.clock.now();
                     self.node.handle_input(now, Input::Timeout);
                     self.carry_out();
+                    self.flush();
                 }
                 Some(joined) = self.tasks.join_next(), if !self.tasks.is_empty() => {
                     report_panic(joined);
@@ -209,6 +216,7 @@ impl Driver {
         let now = self.clock.now();
         self.node.shutdown(now);
         self.carry_out();
+        self.flush();
         let grace = tokio::time::sleep(SHUTDOWN_GRACE);
         tokio::pin!(grace);
         loop {
@@ -308,11 +316,19 @@ impl Driver {
                     }
                 }
             }
-            ConnEvent::Frame { conn, text } => {
-                let frame = text.as_bytes();
-                self.node.handle_input(now, Input::Frame { conn, frame });
+            ConnEvent::Frames { conn, frames } => {
+                for frame in &frames {
+                    let input = match frame {
+                        Inbound::Text(text) => Input::Frame {
+                            conn,
+                            frame: text.as_bytes(),
+                        },
+                        Inbound::Binary => Input::BinaryFrame { conn },
+                    };
+                    self.node.handle_input(now, input);
+                    self.carry_out();
+                }
             }
-            ConnEvent::Binary { conn } => self.node.handle_input(now, Input::BinaryFrame { conn }),
             ConnEvent::Closed { conn } => {
                 // Closed by the node already: it forgot the connection then.
                 if self.conns.remove(&conn).is_some() {
@@ -337,10 +353,14 @@ impl Driver {
         while let Some(output) = self.node.poll_output() {
             match output {
                 Output::Transmit { conn, frame } => {
-                    if let Some(Conn::Open(handle)) = self.conns.get(&conn) {
-                        if !handle.transmit(frame) {
-                            self.stats.send_queue_drops += 1;
-                            tracing::debug!(%conn, "send queue full: frame dropped");
+                    if let Some(Conn::Open(handle)) = self.conns.get_mut(&conn) {
+                        match handle.transmit(frame) {
+                            Queued::First => self.dirty.push(conn),
+                            Queued::More => {}
+                            Queued::Dropped => {
+                                self.stats.send_queue_drops += 1;
+                                tracing::debug!(%conn, "send queue full: frame dropped");
+                            }
                         }
                     }
                 }
@@ -404,28 +424,32 @@ impl Driver {
         self.deliver(delivery);
     }
 
-    /// Hands a delivery to every live subscriber (a copy each but the last).
+    /// Hands a delivery to every subscriber (a copy each but the last).
     fn deliver(&mut self, delivery: Delivery) {
         let last = self.subscribers.len().saturating_sub(1);
         let mut delivery = Some(delivery);
-        let mut gone = false;
-        for (index, subscriber) in self.subscribers.iter().enumerate() {
+        for (index, subscriber) in self.subscribers.iter_mut().enumerate() {
             let item = if index == last {
                 delivery.take()
             } else {
                 delivery.as_ref().map(clone_delivery)
             };
             let Some(item) = item else { break };
-            match subscriber.deliver(item) {
-                Delivered::Yes => {}
-                Delivered::Dropped => self.stats.events_dropped += 1,
-                Delivered::Gone => gone = true,
+            if !subscriber.deliver(item) {
+                self.stats.events_dropped += 1;
             }
         }
-        if gone {
-            self.subscribers
-                .retain(|subscriber| !subscriber.is_closed());
+    }
+
+    /// Sends what the last batch of inputs produced: frames to their connections, events to
+    /// their streams. One channel send (and at most one wake-up) per receiver per batch.
+    fn flush(&mut self) {
+        for conn in self.dirty.drain(..) {
+            if let Some(Conn::Open(handle)) = self.conns.get_mut(&conn) {
+                handle.flush();
+            }
         }
+        self.subscribers.retain_mut(Subscriber::flush);
     }
 }
 

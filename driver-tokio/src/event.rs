@@ -59,7 +59,9 @@ pub(crate) enum Delivery {
 /// Ends (yields `None`) once the relay is destroyed and every event before that was read.
 #[derive(Debug)]
 pub struct Events {
-    rx: mpsc::UnboundedReceiver<Delivery>,
+    rx: mpsc::UnboundedReceiver<Vec<Delivery>>,
+    /// The rest of the last batch received.
+    batch: std::vec::IntoIter<Delivery>,
     /// Bytes of message data queued for this stream and not read yet.
     queued_bytes: Arc<AtomicUsize>,
 }
@@ -72,8 +74,12 @@ impl Events {
 
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
         loop {
-            let Some(delivery) = std::task::ready!(self.rx.poll_recv(cx)) else {
-                return Poll::Ready(None);
+            let Some(delivery) = self.batch.next() else {
+                match std::task::ready!(self.rx.poll_recv(cx)) {
+                    Some(batch) => self.batch = batch.into_iter(),
+                    None => return Poll::Ready(None),
+                }
+                continue;
             };
             match delivery {
                 Delivery::Event(event) => return Poll::Ready(Some(event)),
@@ -99,21 +105,14 @@ impl Stream for Events {
     }
 }
 
-/// The driver's end of one [`Events`] stream.
+/// The driver's end of one [`Events`] stream. Deliveries are collected while the driver
+/// handles a batch of inputs and sent together: one wake-up of the reader per batch.
 #[derive(Debug)]
 pub(crate) struct Subscriber {
-    tx: mpsc::UnboundedSender<Delivery>,
+    tx: mpsc::UnboundedSender<Vec<Delivery>>,
+    pending: Vec<Delivery>,
     queued_bytes: Arc<AtomicUsize>,
     max_bytes: usize,
-}
-
-/// What became of a delivery.
-pub(crate) enum Delivered {
-    Yes,
-    /// The stream's message queue was full; the message was dropped.
-    Dropped,
-    /// The stream was dropped by the application.
-    Gone,
 }
 
 impl Subscriber {
@@ -123,35 +122,40 @@ impl Subscriber {
         let queued_bytes = Arc::new(AtomicUsize::new(0));
         let subscriber = Subscriber {
             tx,
+            pending: Vec::new(),
             queued_bytes: Arc::clone(&queued_bytes),
             max_bytes,
         };
-        (subscriber, Events { rx, queued_bytes })
+        let events = Events {
+            rx,
+            batch: Vec::new().into_iter(),
+            queued_bytes,
+        };
+        (subscriber, events)
     }
 
-    /// Whether the application dropped the stream.
-    pub(crate) fn is_closed(&self) -> bool {
-        self.tx.is_closed()
-    }
-
-    /// Delivers a delivery. Link and failure events are never dropped: they are few (one per
-    /// link change or failed attempt) and an application that lost one would misjudge which
-    /// peers it is linked to.
-    pub(crate) fn deliver(&self, delivery: Delivery) -> Delivered {
+    /// Queues a delivery; false if it was a message dropped because the stream's queue is
+    /// full. Link and failure events are never dropped: they are few (one per link change or
+    /// failed attempt) and an application that lost one would misjudge which peers it is
+    /// linked to.
+    pub(crate) fn deliver(&mut self, delivery: Delivery) -> bool {
         if let Delivery::Message { data, .. } = &delivery {
             let len = data.get().len();
             if self.queued_bytes.load(Ordering::Relaxed) + len > self.max_bytes {
-                return if self.tx.is_closed() {
-                    Delivered::Gone
-                } else {
-                    Delivered::Dropped
-                };
+                return false;
             }
             self.queued_bytes.fetch_add(len, Ordering::Relaxed);
         }
-        match self.tx.send(delivery) {
-            Ok(()) => Delivered::Yes,
-            Err(_) => Delivered::Gone,
+        self.pending.push(delivery);
+        true
+    }
+
+    /// Sends what was queued since the last flush; false once the application dropped the
+    /// stream.
+    pub(crate) fn flush(&mut self) -> bool {
+        if self.pending.is_empty() {
+            return !self.tx.is_closed();
         }
+        self.tx.send(std::mem::take(&mut self.pending)).is_ok()
     }
 }
