@@ -14,7 +14,9 @@
 //! The Rust chain and the ceiling keep at most `window` messages in flight (A waits for C's
 //! count), so they measure sustained throughput without overrunning the bounded queues; the JS
 //! chain sends open loop, which is its natural mode (its queues are unbounded). Each run
-//! reports messages/s from A's first send to C's last receipt, and the loss.
+//! reports messages/s from A's first send to C's last receipt, the loss, and the CPU time
+//! (user + system, all three peers) per delivered message, which other load on the machine
+//! hardly affects.
 
 use std::process::Stdio;
 use std::sync::Arc;
@@ -86,6 +88,8 @@ struct Outcome {
     delivered: u64,
     duplicates: u64,
     seconds: f64,
+    /// CPU time (user + system, all threads or processes of the chain) for the run.
+    cpu_seconds: f64,
 }
 
 impl Outcome {
@@ -96,6 +100,31 @@ impl Outcome {
     fn loss(&self) -> f64 {
         1.0 - self.delivered as f64 / self.sent as f64
     }
+
+    /// CPU microseconds per delivered message: unlike the rate, hardly affected by other
+    /// load on the machine.
+    fn cpu_per_message(&self) -> f64 {
+        1e6 * self.cpu_seconds / self.delivered.max(1) as f64
+    }
+}
+
+/// CPU time (user + system) a process has used so far, from `/proc/PID/stat` (Linux; clock
+/// ticks of 1/100 s, the kernel's USER_HZ everywhere in practice).
+fn cpu_seconds(pid: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return f64::NAN;
+    };
+    // Fields after the command name (which may contain spaces) start at state (field 3);
+    // utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// C's count, shared with A so that A keeps at most `window` messages in flight.
@@ -197,12 +226,14 @@ async fn rust_chain(messages: u64, window: u64) -> Outcome {
         })
     };
     let to = c.id();
+    let cpu_before = cpu_seconds("self");
     let start = Instant::now();
     for seq in 0..messages {
         progress.wait_below(seq, window).await;
         a.send(to, &Data { seq, pad: PAD }).await.unwrap();
     }
     let (delivered, duplicates, last) = sink.await.unwrap();
+    let cpu = cpu_seconds("self") - cpu_before;
     let stats = [a.stats().await.unwrap(), b.stats().await.unwrap()];
     if stats.iter().any(|s| s.driver.send_queue_drops > 0) {
         eprintln!(
@@ -218,6 +249,7 @@ async fn rust_chain(messages: u64, window: u64) -> Outcome {
         delivered,
         duplicates,
         seconds: last.duration_since(start).as_secs_f64(),
+        cpu_seconds: cpu,
     }
 }
 
@@ -292,12 +324,14 @@ async fn ceiling_chain(messages: u64, window: u64) -> Outcome {
         a_ws
     });
     let frame = ceiling_frame();
+    let cpu_before = cpu_seconds("self");
     let start = Instant::now();
     for seq in 0..messages {
         progress.wait_below(seq, window).await;
         queue.send(frame.clone()).unwrap();
     }
     let (delivered, last) = sink.await.unwrap();
+    let cpu = cpu_seconds("self") - cpu_before;
     drop(queue);
     drop(writer.await.unwrap());
     forwarder.abort();
@@ -306,6 +340,7 @@ async fn ceiling_chain(messages: u64, window: u64) -> Outcome {
         delivered,
         duplicates: 0,
         seconds: last.duration_since(start).as_secs_f64(),
+        cpu_seconds: cpu,
     }
 }
 
@@ -358,6 +393,14 @@ impl Script {
     }
 }
 
+impl Script {
+    fn cpu_seconds(&self) -> f64 {
+        self.child
+            .id()
+            .map_or(f64::NAN, |pid| cpu_seconds(&pid.to_string()))
+    }
+}
+
 impl Drop for Script {
     fn drop(&mut self) {
         let _ = self.child.start_kill();
@@ -382,7 +425,10 @@ async fn js_chain(messages: u64) -> Outcome {
         "--to",
         &c_id,
     ]);
+    let scripts_cpu = |scripts: [&Script; 3]| scripts.iter().map(|s| s.cpu_seconds()).sum::<f64>();
     let started = a.must("started").await["at"].as_f64().unwrap();
+    // The source's CPU before `started` is its start-up; counted for all three alike.
+    let cpu_before = scripts_cpu([&a, &b, &c]);
     // Generous: the original's rate is a few thousand messages per second.
     let patience = Duration::from_secs(messages / 500 + 10);
     let done = match c.expect("done", patience).await {
@@ -392,12 +438,14 @@ async fn js_chain(messages: u64) -> Outcome {
             c.must("done").await
         }
     };
+    let cpu = scripts_cpu([&a, &b, &c]) - cpu_before;
     let last = done["last"].as_f64().unwrap_or(started);
     Outcome {
         sent: messages,
         delivered: done["received"].as_u64().unwrap(),
         duplicates: done["duplicates"].as_u64().unwrap(),
         seconds: (last - started) / 1000.0,
+        cpu_seconds: cpu,
     }
 }
 
@@ -413,13 +461,14 @@ fn best(outcomes: &[Outcome]) -> Option<Outcome> {
 fn print_row(name: &str, outcome: &Outcome, all: &[Outcome]) {
     let rates: Vec<String> = all.iter().map(|o| format!("{:.0}", o.rate())).collect();
     println!(
-        "{name:<8} {:>9} {:>10} {:>7.3}% {:>6} {:>8.3} {:>12.0}   (rounds: {})",
+        "{name:<8} {:>9} {:>10} {:>7.3}% {:>6} {:>8.3} {:>12.0} {:>10.2}   (rounds: {})",
         outcome.sent,
         outcome.delivered,
         100.0 * outcome.loss(),
         outcome.duplicates,
         outcome.seconds,
         outcome.rate(),
+        outcome.cpu_per_message(),
         rates.join(", ")
     );
 }
@@ -451,8 +500,8 @@ fn main() {
             settings.rounds
         );
         println!(
-            "{:<8} {:>9} {:>10} {:>8} {:>6} {:>8} {:>12}",
-            "chain", "messages", "delivered", "loss", "dups", "seconds", "msgs/s"
+            "{:<8} {:>9} {:>10} {:>8} {:>6} {:>8} {:>12} {:>10}",
+            "chain", "messages", "delivered", "loss", "dups", "seconds", "msgs/s", "cpu us/msg"
         );
         let (rust_best, js_best, ceiling_best) = (best(&rust), best(&js_runs), best(&ceiling));
         for (name, outcome, all) in [
@@ -471,6 +520,12 @@ fn main() {
             println!(
                 "rust / ceiling = {:.1}%   (goal >= 70%)",
                 100.0 * r.rate() / c.rate()
+            );
+            println!(
+                "cpu per message: rust {:.2} us, ceiling {:.2} us ({:.1}%)",
+                r.cpu_per_message(),
+                c.cpu_per_message(),
+                100.0 * c.cpu_per_message() / r.cpu_per_message()
             );
         }
     });
