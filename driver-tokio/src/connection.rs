@@ -11,7 +11,7 @@ use futures_util::{FutureExt, SinkExt, StreamExt};
 use peer_relay_core::{CloseReason, ConnId};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
@@ -24,6 +24,8 @@ const CLOSE_GRACE: Duration = Duration::from_millis(500);
 const WRITE_BATCH: usize = 16;
 /// Frames read before handing them to the driver at most, if more are ready at once.
 const READ_BATCH: usize = 64;
+/// Bytes read before handing them to the driver, if more are ready at once.
+const READ_BATCH_BYTES: usize = 64 * 1024;
 
 /// An inbound WebSocket after its upgrade.
 pub(crate) type InboundWs = WebSocketStream<TcpStream>;
@@ -44,8 +46,13 @@ pub(crate) enum ConnEvent {
         conn: ConnId,
         result: Result<Box<OutboundWs>, String>,
     },
-    /// Frames arrived: those that were ready together, in order.
-    Frames { conn: ConnId, frames: Vec<Inbound> },
+    /// Frames arrived: those that were ready together, in order. `bytes` of the driver's
+    /// read budget were taken for them; the driver returns them once the node had them.
+    Frames {
+        conn: ConnId,
+        frames: Vec<Inbound>,
+        bytes: usize,
+    },
     /// The connection ended (closed by either side, or failed).
     Closed { conn: ConnId },
 }
@@ -213,11 +220,14 @@ impl ConnHandle {
 }
 
 /// Starts the task for an open WebSocket; the returned future is the task to spawn.
+/// `read_budget` bounds the bytes of frames read and not yet taken by the node, over all
+/// connections.
 pub(crate) fn open<S>(
     conn: ConnId,
     ws: WebSocketStream<S>,
     max_queued_bytes: usize,
     inbox: mpsc::Sender<ConnEvent>,
+    read_budget: Arc<Semaphore>,
 ) -> (ConnHandle, impl Future<Output = ()> + Send + 'static)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -230,7 +240,7 @@ where
         queued_bytes: Arc::clone(&queued_bytes),
         max_queued_bytes,
     };
-    (handle, run(conn, ws, rx, queued_bytes, inbox))
+    (handle, run(conn, ws, rx, queued_bytes, inbox, read_budget))
 }
 
 /// One connection: reads frames into the driver's inbox and writes what the driver queued,
@@ -242,6 +252,7 @@ async fn run<S>(
     mut outgoing: mpsc::UnboundedReceiver<Outgoing>,
     queued_bytes: Arc<AtomicUsize>,
     inbox: mpsc::Sender<ConnEvent>,
+    read_budget: Arc<Semaphore>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -250,11 +261,15 @@ async fn run<S>(
         loop {
             // Wait for one frame, then take whatever else is ready without waiting.
             let mut frames = Vec::new();
+            let mut bytes = 0;
             let mut ended = false;
             let mut next = stream.next().await;
             loop {
                 match next {
-                    Some(Ok(Message::Text(text))) => frames.push(Inbound::Text(text)),
+                    Some(Ok(Message::Text(text))) => {
+                        bytes += text.len();
+                        frames.push(Inbound::Text(text));
+                    }
                     Some(Ok(Message::Binary(_))) => frames.push(Inbound::Binary),
                     // Pings are answered by tungstenite itself.
                     Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
@@ -264,7 +279,7 @@ async fn run<S>(
                         ended = true;
                     }
                 }
-                if ended || frames.len() >= READ_BATCH {
+                if ended || frames.len() >= READ_BATCH || bytes >= READ_BATCH_BYTES {
                     break;
                 }
                 match stream.next().now_or_never() {
@@ -272,14 +287,22 @@ async fn run<S>(
                     None => break,
                 }
             }
-            // A full inbox makes us stop reading: TCP pushes back on the peer.
-            if !frames.is_empty()
-                && inbox
-                    .send(ConnEvent::Frames { conn, frames })
-                    .await
-                    .is_err()
-            {
-                return;
+            if !frames.is_empty() {
+                // Memory between the socket and the node is bounded in bytes: without budget
+                // (or room in the inbox) we stop reading, and TCP pushes back on the peer.
+                let permits = u32::try_from(bytes).unwrap_or(u32::MAX);
+                let Ok(taken) = read_budget.acquire_many(permits).await else {
+                    return;
+                };
+                taken.forget();
+                let event = ConnEvent::Frames {
+                    conn,
+                    frames,
+                    bytes: permits as usize,
+                };
+                if inbox.send(event).await.is_err() {
+                    return;
+                }
             }
             if ended {
                 return;

@@ -3,11 +3,12 @@
 //! the node's next timeout. Every protocol decision is the node's.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use peer_relay_core::{ConnId, Event as CoreEvent, Input, Node, Output, PeerId, RawValue, Time};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -20,6 +21,9 @@ use crate::{DriverStats, Error, Stats};
 const INBOX_BATCH: usize = 256;
 /// Commands taken per wake-up at most.
 const COMMAND_BATCH: usize = 256;
+/// Bytes of frames read from sockets and not yet taken by the node, over all connections (plus
+/// two frames of `max_frame_bytes`, so that any one batch fits).
+const READ_BUDGET: usize = 16 << 20;
 /// How long `destroy` waits for connections to finish their close handshakes.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
@@ -92,6 +96,8 @@ pub(crate) struct Driver {
     subscriptions: mpsc::UnboundedReceiver<Subscriber>,
     inbox: mpsc::Receiver<ConnEvent>,
     inbox_tx: mpsc::Sender<ConnEvent>,
+    /// Bounds the bytes of frames between the sockets and the node.
+    read_budget: Arc<Semaphore>,
     conns: HashMap<ConnId, Conn>,
     /// Connections with frames queued since the last flush.
     dirty: Vec<ConnId>,
@@ -127,6 +133,17 @@ impl Driver {
             subscriptions: setup.subscriptions,
             inbox,
             inbox_tx,
+            read_budget: Arc::new(Semaphore::new(
+                READ_BUDGET
+                    .saturating_add(
+                        setup
+                            .ws_config
+                            .max_message_size
+                            .unwrap_or(0)
+                            .saturating_mul(2),
+                    )
+                    .min(Semaphore::MAX_PERMITS),
+            )),
             conns: HashMap::new(),
             dirty: Vec::new(),
             accepting,
@@ -316,7 +333,11 @@ impl Driver {
                     }
                 }
             }
-            ConnEvent::Frames { conn, frames } => {
+            ConnEvent::Frames {
+                conn,
+                frames,
+                bytes,
+            } => {
                 for frame in &frames {
                     let input = match frame {
                         Inbound::Text(text) => Input::Frame {
@@ -328,6 +349,8 @@ impl Driver {
                     self.node.handle_input(now, input);
                     self.carry_out();
                 }
+                drop(frames);
+                self.read_budget.add_permits(bytes);
             }
             ConnEvent::Closed { conn } => {
                 // Closed by the node already: it forgot the connection then.
@@ -342,8 +365,13 @@ impl Driver {
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let (handle, task) =
-            connection::open(conn, ws, self.send_queue_bytes, self.inbox_tx.clone());
+        let (handle, task) = connection::open(
+            conn,
+            ws,
+            self.send_queue_bytes,
+            self.inbox_tx.clone(),
+            Arc::clone(&self.read_budget),
+        );
         self.tasks.spawn(task);
         self.conns.insert(conn, Conn::Open(handle));
     }
