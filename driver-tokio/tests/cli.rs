@@ -271,3 +271,32 @@ async fn human_mode_prints_id_url_and_peers() {
     hub.command(r#"{"cmd":"destroy"}"#).await;
     assert_eq!(next().await, format!("peer left    {}", hub.id));
 }
+
+#[tokio::test]
+async fn logs_go_to_stderr_at_the_rust_log_level() {
+    let run = |level: &'static str| async move {
+        let mut child = Command::new(BIN)
+            .args(["--json", "--port", "0"])
+            .env("RUST_LOG", level)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        // EOF at once: start, then shut down.
+        drop(child.stdin.take());
+        let output = tokio::time::timeout(WAIT, child.wait_with_output())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(output.status.success());
+        // stdout holds nothing but the JSON lines.
+        for line in String::from_utf8(output.stdout).unwrap().lines() {
+            let _: Value = serde_json::from_str(line).unwrap();
+        }
+        String::from_utf8(output.stderr).unwrap()
+    };
+    assert!(run("info").await.contains("node started"));
+    assert!(!run("warn").await.contains("node started"));
+}
