@@ -1,0 +1,203 @@
+//! `peer-relay-sim`: runs a simulated peer-relay network and reports what it measured.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use peer_relay_core::Config;
+use peer_relay_sim::{Bootstrap, Churn, LinkModel, NetConfig, Run, SimConfig};
+
+/// Which of the core's strategy presets the peers run.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Strategy {
+    /// `Config::default()`: the scalable strategy.
+    Default,
+    /// `Config::original()`: the JS original's choices.
+    Original,
+}
+
+/// Simulates a peer-relay network of real core nodes on virtual time, deterministically
+/// from one seed, and reports delivery, hops, links, convergence and speed.
+///
+/// The initial population joins (one every 1/--join-rate s), the network warms up until
+/// every peer has its link target (at most --warmup-s after the last join), then --messages
+/// random-pair messages are sent at --rate per second, and the run ends when all arrived or
+/// --drain-s after the last send.
+#[derive(Debug, Parser)]
+#[command(name = "peer-relay-sim", version)]
+struct Cli {
+    /// Peers in the initial population.
+    #[arg(long, default_value_t = 1000)]
+    peers: usize,
+    /// Random-pair messages to send once the network converged.
+    #[arg(long, default_value_t = 10_000)]
+    messages: u64,
+    /// Messages per second of virtual time.
+    #[arg(long, default_value_t = 1000.0)]
+    rate: f64,
+    /// Root seed: the same seed and options give the same report and trace hash.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Probability that a frame is lost, on every link.
+    #[arg(long, default_value_t = 0.0)]
+    loss: f64,
+    /// Probability that a frame is duplicated, on every link.
+    #[arg(long, default_value_t = 0.0)]
+    duplicate: f64,
+    /// Minimum one-way latency in ms.
+    #[arg(long, default_value_t = 20.0)]
+    latency_ms: f64,
+    /// Mean of the exponential latency tail in ms.
+    #[arg(long, default_value_t = 10.0)]
+    latency_tail_ms: f64,
+    /// Uniform jitter in ms (added to each frame's latency; links stay ordered).
+    #[arg(long, default_value_t = 5.0)]
+    jitter_ms: f64,
+    /// Churn during the traffic phase: this many joins and this many leaves per second.
+    #[arg(long, default_value_t = 0.0)]
+    churn: f64,
+    /// Churned peers crash instead of leaving cleanly.
+    #[arg(long)]
+    churn_crash: bool,
+    /// Peers with a WebSocket server: a count, or a percentage like `10%`.
+    #[arg(long, default_value = "10%")]
+    servers: String,
+    /// Whether server peers also do WebRTC (browser-like peers always do).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    server_webrtc: bool,
+    /// Strategy preset of every node.
+    #[arg(long, value_enum, default_value = "default")]
+    strategy: Strategy,
+    /// Copies per hop (the core's `concurrency`); the preset's value if not given.
+    #[arg(long)]
+    concurrency: Option<usize>,
+    /// Bootstrap topology: star, seeds:N, chain or random (a random earlier server).
+    #[arg(long, default_value = "random")]
+    bootstrap: Bootstrap,
+    /// Joins per second of the initial population. Much faster joins are a flash crowd,
+    /// which the default strategy does not converge from today (see the README).
+    #[arg(long, default_value_t = 50.0)]
+    join_rate: f64,
+    /// Longest wait for convergence after the last join before traffic starts anyway (s).
+    #[arg(long, default_value_t = 60.0)]
+    warmup_s: f64,
+    /// Time allowed after the last send for messages to arrive (s).
+    #[arg(long, default_value_t = 10.0)]
+    drain_s: f64,
+    /// Print the report as one JSON object instead of the human summary.
+    #[arg(long)]
+    json: bool,
+    /// Also write the hop histogram as an SVG chart to this file.
+    #[arg(long, value_name = "FILE")]
+    svg: Option<PathBuf>,
+    /// No progress lines on stderr.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn millis(ms: f64) -> Result<Duration, String> {
+    if ms.is_finite() && ms >= 0.0 {
+        Ok(Duration::from_secs_f64(ms / 1e3))
+    } else {
+        Err(format!("{ms} is not a non-negative number of milliseconds"))
+    }
+}
+
+fn parse_servers(spec: &str, peers: usize) -> Result<usize, String> {
+    let servers = match spec.strip_suffix('%') {
+        Some(percent) => {
+            let p: f64 = percent
+                .parse()
+                .map_err(|_| format!("bad percentage {spec:?}"))?;
+            ((peers as f64 * p / 100.0).round() as usize).max(1)
+        }
+        None => spec
+            .parse()
+            .map_err(|_| format!("bad server count {spec:?}"))?,
+    };
+    Ok(servers.min(peers))
+}
+
+impl Cli {
+    fn to_run(&self) -> Result<Run, String> {
+        let mut node = match self.strategy {
+            Strategy::Default => Config::default(),
+            Strategy::Original => Config::original(),
+        };
+        if let Some(concurrency) = self.concurrency {
+            node.concurrency = concurrency;
+        }
+        let join_rate = self.join_rate;
+        if join_rate.is_nan() || join_rate <= 0.0 || join_rate.is_infinite() {
+            return Err("--join-rate must be positive".into());
+        }
+        let churn = (self.churn > 0.0).then_some(Churn {
+            joins_per_sec: self.churn,
+            leaves_per_sec: self.churn,
+            crash: self.churn_crash,
+        });
+        Ok(Run {
+            sim: SimConfig {
+                seed: self.seed,
+                peers: self.peers,
+                servers: parse_servers(&self.servers, self.peers)?,
+                node,
+                server_webrtc: self.server_webrtc,
+                bootstrap: self.bootstrap,
+                join_interval: Duration::from_secs_f64(1.0 / join_rate),
+                net: NetConfig {
+                    link: LinkModel {
+                        latency_min: millis(self.latency_ms)?,
+                        latency_tail_mean: millis(self.latency_tail_ms)?,
+                        jitter: millis(self.jitter_ms)?,
+                        loss: self.loss,
+                        duplicate: self.duplicate,
+                    },
+                    ..NetConfig::default()
+                },
+            },
+            messages: self.messages,
+            rate: self.rate,
+            warmup: millis(self.warmup_s * 1e3)?,
+            drain: millis(self.drain_s * 1e3)?,
+            churn,
+        })
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let run = match cli.to_run() {
+        Ok(run) => run,
+        Err(why) => {
+            eprintln!("peer-relay-sim: {why}");
+            return ExitCode::from(2);
+        }
+    };
+    let (_sim, report) = match run.execute(!cli.quiet) {
+        Ok(done) => done,
+        Err(why) => {
+            eprintln!("peer-relay-sim: {why}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(path) = &cli.svg {
+        if let Err(e) = std::fs::write(path, report.svg()) {
+            eprintln!("peer-relay-sim: cannot write {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    if cli.json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(json) => println!("{json}"),
+            Err(e) => {
+                eprintln!("peer-relay-sim: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        print!("{}", report.human());
+    }
+    ExitCode::SUCCESS
+}

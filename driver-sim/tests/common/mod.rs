@@ -1,0 +1,54 @@
+//! Helpers shared by the simulator's integration tests.
+
+#![allow(dead_code)]
+
+use std::ops::Range;
+use std::time::Duration;
+
+use peer_relay_core::Time;
+use peer_relay_sim::{Action, MessageId, Sim, SimConfig, Traffic};
+
+/// Asserts `cond`; on failure prints the message and the line that replays the run.
+#[macro_export]
+macro_rules! check {
+    ($sim:expr, $cond:expr, $($msg:tt)+) => {
+        assert!($cond, "{}\n{}", format!($($msg)+), $sim.replay_hint())
+    };
+}
+
+/// `n` seconds.
+pub fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+/// A simulation of `config` run until it converged (at most 60 s after the last join).
+pub fn converged(config: SimConfig) -> Sim {
+    let mut sim = Sim::new(config).expect("valid config");
+    let deadline = sim.config().joins_end() + secs(60);
+    let converged = sim.run_until_converged(deadline);
+    check!(
+        sim,
+        converged.is_some(),
+        "not converged by {deadline:?}: {} peers below target",
+        (0..sim.peer_count())
+            .filter(|&i| sim.is_alive(i) && sim.links_of(i) < sim.link_target())
+            .count()
+    );
+    sim
+}
+
+/// Sends `messages` random-pair messages at `rate` per second from now, runs until they
+/// were all sent plus `drain`, and returns their ids.
+pub fn traffic(sim: &mut Sim, messages: u64, rate: f64, drain: Duration) -> Range<MessageId> {
+    let first = sim.messages().len();
+    sim.apply(Action::Traffic(Traffic { messages, rate }));
+    let sending = Duration::from_secs_f64(messages as f64 / rate);
+    let deadline = sim.now() + sending + drain;
+    sim.run_until_delivered(deadline);
+    first..sim.messages().len()
+}
+
+/// A time `d` after now.
+pub fn after(sim: &Sim, d: Duration) -> Time {
+    sim.now() + d
+}

@@ -1,0 +1,182 @@
+//! The 1,000-peer scenarios on the default strategy.
+
+mod common;
+
+use common::{converged, secs, traffic};
+use peer_relay_sim::{Action, LinkModel, NetConfig, SimConfig};
+
+fn thousand(seed: u64) -> SimConfig {
+    SimConfig {
+        seed,
+        peers: 1000,
+        servers: 100,
+        ..SimConfig::default()
+    }
+}
+
+#[test]
+fn a_thousand_peers_converge_and_deliver_ten_thousand_messages() {
+    let mut sim = converged(thousand(11));
+    let converged_at = sim.converged_at().expect("converged");
+    let ids = traffic(&mut sim, 10_000, 1000.0, secs(10));
+    let delivery = sim.delivery_of(ids);
+    let report = sim.report();
+    eprintln!("{}", report.human());
+    check!(sim, delivery.sent == 10_000, "sent {}", delivery.sent);
+    check!(
+        sim,
+        delivery.rate() >= 0.999,
+        "delivery {:.4} ({} of {}), converged at {converged_at:?}",
+        delivery.rate(),
+        delivery.delivered,
+        delivery.sent
+    );
+    check!(sim, report.counters.misdelivered == 0, "misdelivered");
+    check!(
+        sim,
+        sim.link_inconsistencies().is_empty(),
+        "{:?}",
+        sim.link_inconsistencies()
+    );
+    check!(
+        sim,
+        report.links_max <= sim.config().node.max_links as u64,
+        "links_max {}",
+        report.links_max
+    );
+}
+
+#[test]
+fn five_percent_loss_shows_in_the_report_and_nothing_panics() {
+    let config = SimConfig {
+        net: NetConfig {
+            link: LinkModel {
+                loss: 0.05,
+                ..LinkModel::default()
+            },
+            ..NetConfig::default()
+        },
+        ..thousand(12)
+    };
+    let mut sim = peer_relay_sim::Sim::new(config).expect("valid");
+    sim.run_until(sim.config().joins_end() + secs(30));
+    let ids = traffic(&mut sim, 5_000, 1000.0, secs(10));
+    let delivery = sim.delivery_of(ids);
+    let report = sim.report();
+    eprintln!("{}", report.human());
+    check!(sim, report.counters.frames_lost > 0, "no frame was lost");
+    let lost_share = report.counters.frames_lost as f64 / report.counters.frames as f64;
+    check!(
+        sim,
+        (0.045..0.055).contains(&lost_share),
+        "lost share {lost_share}"
+    );
+    // Every hop loses 5%: a message over h hops arrives with probability 0.95^h.
+    check!(
+        sim,
+        delivery.rate() < 0.99,
+        "loss did not show: {}",
+        delivery.rate()
+    );
+    check!(
+        sim,
+        delivery.rate() > 0.3,
+        "delivery collapsed: {}",
+        delivery.rate()
+    );
+    check!(
+        sim,
+        report.sent == report.delivered + sim.undelivered(),
+        "accounting"
+    );
+}
+
+#[test]
+fn a_partition_cuts_delivery_across_it_and_healing_restores_it() {
+    let mut sim = converged(thousand(13));
+    let n = sim.peer_count();
+    let left: Vec<usize> = (0..n).filter(|i| i % 2 == 0).collect();
+    let right: Vec<usize> = (0..n).filter(|i| i % 2 == 1).collect();
+    sim.apply(Action::Partition(vec![left.clone(), right.clone()]));
+    let across = |sim: &mut peer_relay_sim::Sim, count: usize| {
+        let first = sim.messages().len();
+        for k in 0..count {
+            let (a, b) = (left[(k * 7) % left.len()], right[(k * 13) % right.len()]);
+            let (from, to) = if k % 2 == 0 { (a, b) } else { (b, a) };
+            sim.send(from, to);
+            sim.run_for(std::time::Duration::from_millis(10));
+        }
+        sim.run_for(secs(10));
+        sim.delivery_of(first..sim.messages().len())
+    };
+    let during = across(&mut sim, 500);
+    check!(
+        sim,
+        during.delivered == 0,
+        "{} crossed the partition",
+        during.delivered
+    );
+    let within = traffic_within(&mut sim, &left, 500);
+    eprintln!("within one side during the partition: {:.4}", within.rate());
+    sim.apply(Action::Heal);
+    sim.run_for(secs(5));
+    let healed = across(&mut sim, 500);
+    check!(
+        sim,
+        healed.rate() >= 0.99,
+        "after healing: {:.4}",
+        healed.rate()
+    );
+}
+
+fn traffic_within(
+    sim: &mut peer_relay_sim::Sim,
+    side: &[usize],
+    count: usize,
+) -> peer_relay_sim::Delivery {
+    let first = sim.messages().len();
+    for k in 0..count {
+        let from = side[(k * 31) % side.len()];
+        let to = side[(k * 17 + 5) % side.len()];
+        sim.send(from, to);
+        sim.run_for(std::time::Duration::from_millis(10));
+    }
+    sim.run_for(secs(10));
+    sim.delivery_of(first..sim.messages().len())
+}
+
+#[test]
+fn after_thirty_percent_crash_at_once_delivery_recovers_within_thirty_seconds() {
+    let mut sim = converged(thousand(14));
+    let crash_at = sim.now();
+    let victims: Vec<usize> = (0..sim.peer_count()).filter(|i| i % 10 < 3).collect();
+    sim.apply(Action::Crash(victims));
+    check!(sim, sim.alive_count() == 700, "alive {}", sim.alive_count());
+    // Probe delivery second by second; the goal is >= 99% for messages sent 30 s later.
+    let mut curve = Vec::new();
+    for _ in 0..30 {
+        let ids = traffic(&mut sim, 100, 100.0, secs(0));
+        curve.push(ids);
+    }
+    let probe = traffic(&mut sim, 2_000, 200.0, secs(10));
+    let rates: Vec<String> = curve
+        .iter()
+        .map(|ids| format!("{:.2}", sim.delivery_of(ids.clone()).rate()))
+        .collect();
+    eprintln!("delivery per second after the crash: {}", rates.join(" "));
+    let after = sim.delivery_of(probe.clone());
+    let sent_at = sim.messages()[probe.start].sent_at;
+    check!(
+        sim,
+        sent_at.saturating_duration_since(crash_at) <= secs(31),
+        "probe started late"
+    );
+    check!(
+        sim,
+        after.rate() >= 0.99,
+        "30 s after the crash: {:.4} ({} of {})",
+        after.rate(),
+        after.delivered,
+        after.sent
+    );
+}
