@@ -172,9 +172,12 @@ impl PeerRelay {
     /// for the first one.
     ///
     /// Waits only when the node is behind on earlier commands. Fails with
-    /// [`Error::Serialize`], with [`Error::Node`] for our own id or data over the size or
-    /// depth limits, and with [`Error::Destroyed`]. The one refusal that can happen later, a
-    /// full pre-link queue, is counted in [`DriverStats::sends_refused`](crate::DriverStats).
+    /// [`Error::Serialize`], with [`Error::Node`] for our own id or data larger than
+    /// `max_frame_bytes` or nested deeper than `max_json_depth`, and with
+    /// [`Error::Destroyed`]. What the node refuses later is counted in
+    /// [`DriverStats::sends_refused`](crate::DriverStats): a full pre-link queue, or data
+    /// just under `max_frame_bytes` that does not fit one frame with the envelope and a full
+    /// path.
     pub async fn send<T: Serialize + ?Sized>(&self, to: PeerId, data: &T) -> Result<(), Error> {
         if to == self.inner.id {
             return Err(peer_relay_core::Error::OwnId.into());
