@@ -90,13 +90,15 @@ impl Default for Run {
 }
 
 impl Run {
-    /// Performs the run.
-    pub fn execute(&self, progress: bool) -> Result<(Sim, Report), String> {
+    /// Performs the run, printing progress to stderr if asked, and stopping early (with a
+    /// report saying so) if resident memory passes `rss_limit` bytes.
+    pub fn execute(&self, progress: bool, rss_limit: Option<u64>) -> Result<(Sim, Report), String> {
         if self.rate.is_nan() || self.rate <= 0.0 {
             return Err("rate must be positive".into());
         }
         let mut sim = Sim::new(self.sim.clone())?;
         sim.set_progress(progress);
+        sim.set_rss_limit(rss_limit);
         let deadline = self.sim.joins_end() + self.warmup;
         sim.run_until_converged(deadline);
         // Traffic starts right after convergence (or at the deadline), never earlier than

@@ -1,12 +1,18 @@
 //! `peer-relay-sim`: runs a simulated peer-relay network and reports what it measured.
 
+use std::alloc::System;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use cap::Cap;
 use clap::{Parser, ValueEnum};
 use peer_relay_core::Config;
 use peer_relay_sim::{Bootstrap, Churn, LinkModel, NetConfig, Run, SimConfig};
+
+/// Counts live heap bytes for the report's `heap_bytes` (one relaxed atomic per allocation).
+#[global_allocator]
+static ALLOCATOR: Cap<System> = Cap::new(System, usize::MAX);
 
 /// Which of the core's strategy presets the peers run.
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -72,6 +78,10 @@ struct Cli {
     /// Copies per hop (the core's `concurrency`); the preset's value if not given.
     #[arg(long)]
     concurrency: Option<usize>,
+    /// Core config fields to override, as a JSON object merged over the strategy preset,
+    /// e.g. `{"max_links":24,"seen_nonce_ttl":{"secs":30,"nanos":0}}`.
+    #[arg(long, value_name = "JSON")]
+    node_config: Option<String>,
     /// Bootstrap topology: star, seeds:N, chain or random (a random earlier server).
     #[arg(long, default_value = "random")]
     bootstrap: Bootstrap,
@@ -91,6 +101,9 @@ struct Cli {
     /// Also write the hop histogram as an SVG chart to this file.
     #[arg(long, value_name = "FILE")]
     svg: Option<PathBuf>,
+    /// Stop the run (and report what was reached) if resident memory passes this many GiB.
+    #[arg(long, default_value_t = 20.0)]
+    max_rss_gib: f64,
     /// No progress lines on stderr.
     #[arg(long)]
     quiet: bool,
@@ -102,6 +115,25 @@ fn millis(ms: f64) -> Result<Duration, String> {
     } else {
         Err(format!("{ms} is not a non-negative number of milliseconds"))
     }
+}
+
+/// `base` with the fields of the JSON object `overrides` replaced.
+fn merge_config(base: &Config, overrides: &str) -> Result<Config, String> {
+    let overrides: serde_json::Value =
+        serde_json::from_str(overrides).map_err(|e| format!("--node-config: {e}"))?;
+    let serde_json::Value::Object(fields) = overrides else {
+        return Err("--node-config must be a JSON object".into());
+    };
+    let mut merged = serde_json::to_value(base).map_err(|e| e.to_string())?;
+    for (key, value) in fields {
+        if merged.get(&key).is_none() {
+            return Err(format!(
+                "--node-config: the core config has no field {key:?}"
+            ));
+        }
+        merged[key] = value;
+    }
+    serde_json::from_value(merged).map_err(|e| format!("--node-config: {e}"))
 }
 
 fn parse_servers(spec: &str, peers: usize) -> Result<usize, String> {
@@ -127,6 +159,9 @@ impl Cli {
         };
         if let Some(concurrency) = self.concurrency {
             node.concurrency = concurrency;
+        }
+        if let Some(overrides) = &self.node_config {
+            node = merge_config(&node, overrides)?;
         }
         let join_rate = self.join_rate;
         if join_rate.is_nan() || join_rate <= 0.0 || join_rate.is_infinite() {
@@ -175,7 +210,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (_sim, report) = match run.execute(!cli.quiet) {
+    peer_relay_sim::report::set_heap_meter(|| ALLOCATOR.allocated());
+    let rss_limit = (cli.max_rss_gib * (1u64 << 30) as f64) as u64;
+    let (_sim, report) = match run.execute(!cli.quiet, Some(rss_limit)) {
         Ok(done) => done,
         Err(why) => {
             eprintln!("peer-relay-sim: {why}");

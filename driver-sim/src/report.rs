@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::OnceLock;
 
 use peer_relay_core::{Config, Forwarding, LinkSelection, Routing};
 use serde::Serialize;
@@ -69,6 +70,13 @@ pub struct Report {
     pub events_per_sec: f64,
     /// Peak resident memory of the process (Linux VmHWM; 0 where unknown).
     pub peak_rss_bytes: u64,
+    /// Live heap bytes at the end, where the program installed a heap meter (the
+    /// `peer-relay-sim` binary does; see [`set_heap_meter`]).
+    pub heap_bytes: Option<u64>,
+    /// `heap_bytes` per running peer: the memory one peer costs, simulator included.
+    pub heap_bytes_per_peer: Option<f64>,
+    /// Why the run stopped early, if it did (`null`: it ran to the end).
+    pub aborted: Option<String>,
     /// XXH3-64 of every output of every node, in order, as 16 hex digits.
     pub trace_hash: String,
     /// The simulator's counters.
@@ -191,7 +199,11 @@ pub(crate) fn build(sim: &Sim) -> Report {
         hops_p99: percentile_of_histogram(&histogram, 0.99),
         hops_max: histogram.iter().rposition(|&n| n > 0).unwrap_or(0) as u64,
         hops_histogram: histogram,
-        log2_peers: (config.peers as f64).log2(),
+        // Rounded, and from basic float operations only, so the report is the same on
+        // every platform.
+        log2_peers: (crate::rng::portable_ln(config.peers as f64) / std::f64::consts::LN_2 * 1e3)
+            .round()
+            / 1e3,
         latency_p50_ms: percentile_sorted(&latencies, 0.50) as f64 / 1e3,
         latency_p99_ms: percentile_sorted(&latencies, 0.99) as f64 / 1e3,
         transmissions_per_delivery: if delivered == 0 {
@@ -212,6 +224,9 @@ pub(crate) fn build(sim: &Sim) -> Report {
         wall_ms: wall.as_millis() as u64,
         events_per_sec: counters.events as f64 / wall.as_secs_f64().max(1e-9),
         peak_rss_bytes: peak_rss_bytes().unwrap_or(0),
+        heap_bytes: heap_bytes(),
+        heap_bytes_per_peer: heap_bytes().map(|b| b as f64 / sim.alive_count().max(1) as f64),
+        aborted: sim.aborted().map(str::to_owned),
         trace_hash: format!("{:016x}", sim.trace_hash()),
         counters,
         nodes: node_totals(sim),
@@ -248,12 +263,19 @@ fn percentile_sorted(sorted: &[u64], q: f64) -> u64 {
 }
 
 impl Report {
-    /// The report as JSON without the fields that depend on the machine (`wall_ms`,
-    /// `events_per_sec`, `peak_rss_bytes`): equal for equal seeds and configs.
+    /// The report as JSON without the fields that depend on the machine or the process
+    /// (`wall_ms`, `events_per_sec`, `peak_rss_bytes`, `heap_bytes`,
+    /// `heap_bytes_per_peer`): equal for equal seeds and configs.
     pub fn deterministic_json(&self) -> serde_json::Value {
         let mut value = serde_json::to_value(self).unwrap_or_default();
         if let Some(map) = value.as_object_mut() {
-            for key in ["wall_ms", "events_per_sec", "peak_rss_bytes"] {
+            for key in [
+                "wall_ms",
+                "events_per_sec",
+                "peak_rss_bytes",
+                "heap_bytes",
+                "heap_bytes_per_peer",
+            ] {
                 map.remove(key);
             }
         }
@@ -341,6 +363,17 @@ impl Report {
                 drops.join(", ")
             }
         );
+        if let (Some(heap), Some(per_peer)) = (self.heap_bytes, self.heap_bytes_per_peer) {
+            let _ = writeln!(
+                out,
+                "  memory         {} MiB live heap at the end = {:.1} KiB per running peer",
+                heap >> 20,
+                per_peer / 1024.0
+            );
+        }
+        if let Some(why) = &self.aborted {
+            let _ = writeln!(out, "  ABORTED        {why}");
+        }
         let _ = writeln!(out, "  trace hash     {}", self.trace_hash);
         out.push_str("\nhops  messages\n");
         out.push_str(&self.ascii_histogram(50));
@@ -454,6 +487,19 @@ fn proc_status_kib(field: &str) -> Option<u64> {
         .trim()
         .parse::<u64>()
         .ok()
+}
+
+static HEAP_METER: OnceLock<fn() -> usize> = OnceLock::new();
+
+/// Registers a function returning the live heap bytes of the process (for example a
+/// counting global allocator's total), so reports include `heap_bytes`. First call wins.
+pub fn set_heap_meter(meter: fn() -> usize) {
+    let _ = HEAP_METER.set(meter);
+}
+
+/// Live heap bytes, if a meter was registered.
+pub fn heap_bytes() -> Option<u64> {
+    HEAP_METER.get().map(|meter| meter() as u64)
 }
 
 /// Peak resident memory of this process (Linux `VmHWM`), if known.

@@ -405,6 +405,10 @@ pub struct Sim {
     progress: Option<Progress>,
     observer: Option<Observer>,
     frame_filter: Option<FrameFilter>,
+    /// Resident memory at which the run stops (checked every 65,536 events).
+    rss_limit: Option<u64>,
+    /// Why the run stopped early, if it did.
+    aborted: Option<String>,
 }
 
 /// A callback that sees every output of every node (see [`Sim::set_observer`]).
@@ -461,6 +465,8 @@ impl Sim {
             progress: None,
             observer: None,
             frame_filter: None,
+            rss_limit: None,
+            aborted: None,
             config,
         };
         for index in 0..peers {
@@ -483,6 +489,17 @@ impl Sim {
     /// for example losing only WebRTC signals.
     pub fn set_frame_filter(&mut self, filter: Option<FrameFilter>) {
         self.frame_filter = filter;
+    }
+
+    /// Stops running (for good) once the process's resident memory exceeds `bytes`, so a
+    /// run too large for the machine ends with a report instead of exhausting memory.
+    pub fn set_rss_limit(&mut self, bytes: Option<u64>) {
+        self.rss_limit = bytes;
+    }
+
+    /// Why the run stopped early (the memory limit), if it did.
+    pub fn aborted(&self) -> Option<&str> {
+        self.aborted.as_deref()
     }
 
     /// Prints progress to stderr every few seconds of wall time while running.
@@ -694,6 +711,9 @@ impl Sim {
     }
 
     fn run_while(&mut self, until: Time, keep_going: impl Fn(&Sim) -> bool) {
+        if self.aborted.is_some() {
+            return;
+        }
         while keep_going(self) {
             match self.queue.peek_time() {
                 Some(at) if at <= until => {}
@@ -709,8 +729,29 @@ impl Sim {
             self.dispatch(ev);
             if self.counters.events & 0xffff == 0 {
                 self.maybe_print_progress();
+                if self.over_rss_limit() {
+                    return;
+                }
             }
         }
+    }
+
+    fn over_rss_limit(&mut self) -> bool {
+        let Some(limit) = self.rss_limit else {
+            return false;
+        };
+        let rss = report::current_rss_bytes().unwrap_or(0);
+        if rss <= limit {
+            return false;
+        }
+        self.aborted = Some(format!(
+            "resident memory {} MiB passed the limit of {} MiB at {:?} with {} peers alive",
+            rss >> 20,
+            limit >> 20,
+            self.now,
+            self.alive
+        ));
+        true
     }
 
     fn maybe_print_progress(&mut self) {

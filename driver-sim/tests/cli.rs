@@ -1,0 +1,127 @@
+//! The `peer-relay-sim` command line: help, the JSON report's schema, the SVG chart.
+
+use std::process::Command;
+
+fn sim() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_peer-relay-sim"))
+}
+
+#[test]
+fn help_lists_the_options() {
+    let out = sim().arg("--help").output().expect("runs");
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for option in [
+        "--peers",
+        "--messages",
+        "--seed",
+        "--loss",
+        "--latency-ms",
+        "--churn",
+        "--servers",
+        "--json",
+        "--svg",
+        "--strategy",
+        "--bootstrap",
+    ] {
+        assert!(help.contains(option), "--help lacks {option}");
+    }
+}
+
+#[test]
+fn json_report_has_the_documented_keys_and_svg_is_written() {
+    let svg = std::env::temp_dir().join(format!("peer-relay-sim-{}.svg", std::process::id()));
+    let out = sim()
+        .args([
+            "--peers",
+            "60",
+            "--messages",
+            "300",
+            "--rate",
+            "100",
+            "--seed",
+            "3",
+        ])
+        .args(["--json", "--quiet", "--svg"])
+        .arg(&svg)
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    for key in [
+        "peers",
+        "seed",
+        "sent",
+        "delivered",
+        "delivery_rate",
+        "hops_mean",
+        "hops_p50",
+        "hops_p99",
+        "hops_max",
+        "transmissions_per_delivery",
+        "links_mean",
+        "links_max",
+        "converge_ms",
+        "events",
+        "wall_ms",
+        "events_per_sec",
+        "peak_rss_bytes",
+        "trace_hash",
+    ] {
+        assert!(report.get(key).is_some(), "report lacks {key}: {report}");
+    }
+    assert_eq!(report["peers"], 60);
+    assert_eq!(report["seed"], 3);
+    assert_eq!(report["sent"], 300);
+    assert!(report["delivered"].as_u64().unwrap() > 250, "{report}");
+    assert_eq!(report["trace_hash"].as_str().unwrap().len(), 16);
+    assert!(
+        report["heap_bytes"].as_u64().unwrap() > 0,
+        "the binary meters its heap"
+    );
+    let chart = std::fs::read_to_string(&svg).expect("svg written");
+    let _ = std::fs::remove_file(&svg);
+    assert!(chart.starts_with("<svg") && chart.trim_end().ends_with("</svg>"));
+    assert!(chart.contains("<rect") && chart.contains("hops"));
+}
+
+#[test]
+fn the_human_summary_has_a_hop_histogram() {
+    let out = sim()
+        .args([
+            "--peers",
+            "40",
+            "--messages",
+            "100",
+            "--rate",
+            "100",
+            "--quiet",
+        ])
+        .output()
+        .expect("runs");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("delivered") && text.contains("trace hash"),
+        "{text}"
+    );
+    let bars = text.lines().filter(|l| l.contains('#')).count();
+    assert!(bars >= 1, "no histogram bars:\n{text}");
+}
+
+#[test]
+fn bad_options_are_refused_with_a_message() {
+    for args in [
+        &["--bootstrap", "mesh"][..],
+        &["--servers", "many"],
+        &["--loss", "2"],
+    ] {
+        let out = sim().args(args).output().expect("runs");
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(!out.stderr.is_empty());
+    }
+}

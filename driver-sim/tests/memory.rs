@@ -1,0 +1,43 @@
+//! Memory per idle peer, measured with a counting allocator (this test binary's own).
+
+mod common;
+
+use std::alloc::System;
+
+use cap::Cap;
+use common::{converged, secs};
+use peer_relay_sim::{Action, SimConfig};
+
+#[global_allocator]
+static ALLOCATOR: Cap<System> = Cap::new(System, usize::MAX);
+
+#[test]
+fn an_idle_peer_costs_little_memory() {
+    let peers = 2_000;
+    let before = ALLOCATOR.allocated();
+    let mut sim = converged(SimConfig {
+        seed: 21,
+        peers,
+        servers: 200,
+        ..SimConfig::default()
+    });
+    // Idle past the core's nonce memory (120 s), so only standing state remains.
+    sim.run_for(secs(150));
+    let idle = (ALLOCATOR.allocated() - before) as f64 / peers as f64;
+    sim.apply(Action::Crash((0..peers).collect()));
+    sim.run_for(secs(2));
+    let simulator = (ALLOCATOR.allocated() - before) as f64 / peers as f64;
+    eprintln!(
+        "per idle peer: {:.1} KiB in all, {:.1} KiB of it the simulator (with the node's \
+         inline struct), {:.1} KiB the node's heap",
+        idle / 1024.0,
+        simulator / 1024.0,
+        (idle - simulator) / 1024.0
+    );
+    check!(
+        sim,
+        simulator < 4.0 * 1024.0,
+        "simulator {simulator:.0} B per peer"
+    );
+    check!(sim, idle < 64.0 * 1024.0, "idle peer {idle:.0} B");
+}
