@@ -20,6 +20,9 @@ const SLOT_MICROS: u64 = 1_000;
 /// longest routine timer (the 15 s +-25% discovery refresh).
 const WHEEL_SLOTS: u64 = 1 << 15;
 
+/// Emptied slot buffers kept for reuse.
+const MAX_SPARE_BUFFERS: usize = 16;
+
 /// A queued item and its position in the order.
 #[derive(Debug)]
 struct Entry<T> {
@@ -68,6 +71,8 @@ pub struct EventQueue<T> {
     on_wheel: usize,
     /// Entries at or past `slot + WHEEL_SLOTS`.
     overflow: BinaryHeap<Entry<T>>,
+    /// Emptied slot buffers kept for reuse (a few, so bursts are not remembered forever).
+    spare: Vec<Vec<Entry<T>>>,
     next_seq: u64,
     len: usize,
 }
@@ -87,6 +92,7 @@ impl<T> EventQueue<T> {
             wheel: (0..WHEEL_SLOTS).map(|_| Vec::new()).collect(),
             on_wheel: 0,
             overflow: BinaryHeap::new(),
+            spare: Vec::new(),
             next_seq: 0,
             len: 0,
         }
@@ -119,7 +125,13 @@ impl<T> EventQueue<T> {
         if slot <= self.slot {
             self.current.push(entry);
         } else if slot - self.slot < WHEEL_SLOTS {
-            self.wheel[(slot % WHEEL_SLOTS) as usize].push(entry);
+            let bucket = &mut self.wheel[(slot % WHEEL_SLOTS) as usize];
+            if bucket.capacity() == 0 {
+                if let Some(buffer) = self.spare.pop() {
+                    *bucket = buffer;
+                }
+            }
+            bucket.push(entry);
             self.on_wheel += 1;
         } else {
             self.overflow.push(entry);
@@ -165,10 +177,14 @@ impl<T> EventQueue<T> {
             let bucket = &mut self.wheel[(self.slot % WHEEL_SLOTS) as usize];
             if !bucket.is_empty() {
                 self.on_wheel -= bucket.len();
-                // Take the slot's buffer (leaving no capacity behind: a wheel that kept
-                // every slot's largest burst would hold many times the live entries) and
-                // heapify it in place.
-                self.current = BinaryHeap::from(std::mem::take(bucket));
+                // Take the slot's buffer and heapify it in place. The slot keeps no
+                // capacity (a wheel that kept every slot's largest burst would hold many
+                // times the live entries); the drained heap's buffer goes to the spares.
+                let drained =
+                    std::mem::replace(&mut self.current, BinaryHeap::from(std::mem::take(bucket)));
+                if self.spare.len() < MAX_SPARE_BUFFERS {
+                    self.spare.push(drained.into_vec());
+                }
             }
         }
     }

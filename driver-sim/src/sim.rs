@@ -225,7 +225,7 @@ pub enum Action {
     /// [`NetConfig::crash_close_delay`].
     Crash(Vec<PeerIndex>),
     /// These crashed or departed peers start again: a new process, so a new seed and a new
-    /// id, the same server url, the same bootstrap urls.
+    /// id, the same server url, bootstrap urls chosen again as at the first join.
     Restart(Vec<PeerIndex>),
     /// These peers shut down cleanly (closing their links).
     Leave(Vec<PeerIndex>),
@@ -899,6 +899,9 @@ impl Sim {
         };
         if matches!(peer.state, PeerState::Crashed | PeerState::Left) {
             self.counters.restarts += 1;
+            // Its old bootstrap server may be gone: choose again, as at the first join.
+            let bootstrap = self.choose_bootstrap(index as u32);
+            self.peers[index].bootstrap = bootstrap;
             self.start(index as u32);
         }
     }
