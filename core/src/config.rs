@@ -118,6 +118,8 @@ pub struct Config {
     /// Interval of the discovery refresh (asking for peers to fill empty buckets and top up
     /// links). `None` disables it, as in the original.
     pub refresh_interval: Option<Duration>,
+    /// Most bucket lookups in progress at once (each is one outstanding `findPeers`).
+    pub max_lookups: usize,
 }
 
 impl Default for Config {
@@ -152,6 +154,7 @@ impl Default for Config {
             bootstrap_backoff_initial: Duration::from_millis(500),
             bootstrap_backoff_max: Duration::from_secs(30),
             refresh_interval: Some(Duration::from_secs(15)),
+            max_lookups: 8,
         }
     }
 }

@@ -85,6 +85,8 @@ pub(crate) struct Connection {
     pub transport: Transport,
     pub purpose: Purpose,
     pub state: ConnState,
+    /// We set it up (dialled, or initiated the WebRTC session) rather than accepted it.
+    pub outbound: bool,
     /// Malformed frames received so far.
     pub violations: u32,
 }
@@ -101,6 +103,9 @@ pub struct Link {
     /// Whether it is listened to and routed over (always, except links the original's
     /// routing table refused).
     pub routable: bool,
+    /// We asked for it (sent the offer, dialled), so we picked the peer for coverage; the
+    /// other side usually did not need it. Redundant links we picked are shed first.
+    pub outbound: bool,
     /// A second connection to the same peer kept while the peer closes it (the side with the
     /// smaller id closes duplicates); promoted if the primary closes first.
     pub spare: Option<ConnId>,

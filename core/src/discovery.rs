@@ -3,6 +3,9 @@
 
 use std::time::Duration;
 
+use rand_core::Rng;
+use smallvec::SmallVec;
+
 use crate::id::{ID_BITS, PeerId};
 use crate::table::{Insert, KBucket};
 use crate::time::Time;
@@ -67,11 +70,29 @@ impl Candidates {
     }
 
     /// A connect to `id` failed: back off exponentially before trying it again.
+    /// After this many consecutive failures a candidate is presumed gone and forgotten.
+    pub const MAX_FAILURES: u8 = 4;
+
+    /// A connect to `id` failed: back off exponentially before trying it again, and forget it
+    /// after [`Self::MAX_FAILURES`] failures in a row (that is how departed peers age out).
     pub fn connect_failed(&mut self, id: &PeerId, now: Time, base: Duration) {
+        let Some(c) = self.table.get_mut(id) else {
+            return;
+        };
+        c.failures = c.failures.saturating_add(1);
+        if c.failures >= Self::MAX_FAILURES {
+            self.table.remove(id);
+            return;
+        }
+        let factor = 1u32 << u32::from(c.failures - 1);
+        c.retry_at = now + base * factor;
+    }
+
+    /// A link to `id` closed. The peer may be gone or may just have shed the link (a budget
+    /// close looks the same from here), so it stays a candidate, not retried for `base`.
+    pub fn link_closed(&mut self, id: &PeerId, now: Time, base: Duration) {
         if let Some(c) = self.table.get_mut(id) {
-            c.failures = c.failures.saturating_add(1);
-            let factor = 1u32 << u32::from(c.failures.min(6) - 1);
-            c.retry_at = now + base * factor;
+            c.retry_at = now + base;
         }
     }
 
@@ -98,15 +119,18 @@ impl Candidates {
     }
 
     /// Bucket-diverse pick, in priority order: the `near` candidates nearest to us, then for
-    /// every XOR-distance bucket not yet `covered` (by a link or a pending connect) its most
-    /// recently seen candidate. `taken` says a candidate is already linked or pending;
-    /// `usable` says it may be tried now.
-    pub fn bucket_diverse(
+    /// every XOR-distance bucket not yet `covered` (by a link or a pending connect) one of its
+    /// candidates, chosen uniformly at random. Random choice spreads the links a bucket's
+    /// members receive evenly (about one each, by symmetry); "most recently seen" would pile
+    /// them onto whoever was heard of last. `taken` says a candidate is already linked or
+    /// pending; `usable` says it may be tried now.
+    pub fn bucket_diverse<R: Rng + ?Sized>(
         &self,
         near: usize,
         covered: impl Fn(usize) -> bool,
         taken: impl Fn(&PeerId) -> bool,
         usable: impl Fn(&PeerId) -> bool,
+        rng: &mut R,
     ) -> Vec<PeerId> {
         let local = *self.table.local();
         let mut picks = Vec::new();
@@ -122,19 +146,18 @@ impl Candidates {
                 picks.push(entry.id);
             }
         }
-        for bucket in 0..self.table.depth() {
-            if covered(bucket) {
-                continue;
-            }
-            let pick = self
-                .table
-                .bucket(bucket)
-                .iter()
-                .rev()
-                .find(|e| !taken(&e.id) && usable(&e.id) && !picks.contains(&e.id));
-            if let Some(entry) = pick {
-                picks.push(entry.id);
-            }
+        // Group by the real shared-prefix length: the candidate table only splits its near
+        // bucket when it overflows, so one of its buckets can span many XOR buckets.
+        let mut eligible: Vec<(usize, PeerId)> = self
+            .table
+            .iter()
+            .map(|e| (local.common_prefix_len(&e.id), e.id))
+            .filter(|(b, id)| !covered(*b) && !taken(id) && usable(id) && !picks.contains(id))
+            .collect();
+        eligible.sort_unstable();
+        for group in eligible.chunk_by(|a, b| a.0 == b.0) {
+            let index = (rng.next_u64() % group.len() as u64) as usize;
+            picks.push(group[index].1);
         }
         picks
     }
@@ -189,9 +212,105 @@ impl Candidates {
     }
 }
 
+/// Most peers one lookup asks in turn before giving up.
+pub const LOOKUP_STEPS: usize = 3;
+
+/// A bucket lookup in progress: we asked `asked.last()` for the peers it knows nearest to
+/// `target`, a random id in our XOR-distance bucket `bucket`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lookup {
+    /// The id we look for peers near.
+    pub target: PeerId,
+    /// The bucket we want to cover.
+    pub bucket: usize,
+    /// Peers asked so far, in order.
+    pub asked: SmallVec<[PeerId; LOOKUP_STEPS]>,
+    /// When the current question is given up.
+    pub expires: Time,
+}
+
+/// Kademlia-style bucket lookups, the fix for buckets we know no peer in: `findPeers` carries
+/// any target id, and every peer (the original included) answers with the candidates it knows
+/// nearest to that target. Asking the peer we know nearest to a random id in an empty bucket,
+/// then the nearest one it names, finds the bucket's members in a few steps.
+#[derive(Debug, Clone)]
+pub struct Lookups {
+    active: Vec<Lookup>,
+    max: usize,
+}
+
+impl Lookups {
+    /// At most `max` lookups at once.
+    pub fn new(max: usize) -> Self {
+        Lookups {
+            active: Vec::new(),
+            max,
+        }
+    }
+
+    /// Lookups in progress.
+    pub fn len(&self) -> usize {
+        self.active.len()
+    }
+
+    /// Whether none is in progress.
+    pub fn is_empty(&self) -> bool {
+        self.active.is_empty()
+    }
+
+    /// Whether another may start.
+    pub fn has_room(&self) -> bool {
+        self.active.len() < self.max
+    }
+
+    /// Whether a lookup for `bucket` is in progress.
+    pub fn covers(&self, bucket: usize) -> bool {
+        self.active.iter().any(|l| l.bucket == bucket)
+    }
+
+    /// Forgets questions that went unanswered.
+    pub fn expire(&mut self, now: Time) {
+        self.active.retain(|l| l.expires > now);
+    }
+
+    /// Records a question (the caller sends it). Ignored when full.
+    pub fn ask(&mut self, lookup: Lookup) {
+        if self.has_room() {
+            self.active.push(lookup);
+        }
+    }
+
+    /// A `foundPeers` from `sender` arrived: the lookup it answers, removed, if any.
+    pub fn answered(&mut self, sender: &PeerId) -> Option<Lookup> {
+        let index = self
+            .active
+            .iter()
+            .position(|l| l.asked.last() == Some(sender))?;
+        Some(self.active.swap_remove(index))
+    }
+}
+
+/// A uniformly random id sharing exactly `bucket` leading bits with `local`.
+pub fn random_id_in_bucket<R: Rng + ?Sized>(local: &PeerId, bucket: usize, rng: &mut R) -> PeerId {
+    let mut bytes = [0u8; crate::id::ID_LEN];
+    rng.fill_bytes(&mut bytes);
+    let own = local.as_bytes();
+    for bit in 0..=bucket.min(ID_BITS - 1) {
+        let (byte, mask) = (bit / 8, 0x80u8 >> (bit % 8));
+        let want = if bit == bucket {
+            !own[byte] & mask
+        } else {
+            own[byte] & mask
+        };
+        bytes[byte] = (bytes[byte] & !mask) | want;
+    }
+    PeerId::from_bytes(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand_core::SeedableRng;
 
     fn id(first: u8, last: u8) -> PeerId {
         let mut b = [0u8; 20];
@@ -252,7 +371,8 @@ mod tests {
         ] {
             c.saw(peer);
         }
-        let picks = c.bucket_diverse(2, |_| false, |_| false, |_| true);
+        let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(1);
+        let picks = c.bucket_diverse(2, |_| false, |_| false, |_| true, &mut rng);
         assert_eq!(&picks[..2], &[id(0x00, 8), id(0x00, 9)]);
         let buckets: Vec<usize> = picks[2..].iter().map(|p| me.common_prefix_len(p)).collect();
         let mut unique = buckets.clone();
@@ -260,7 +380,7 @@ mod tests {
         assert_eq!(buckets, unique, "one pick per bucket");
         assert!(buckets.contains(&0) && buckets.contains(&1));
         // Covered buckets are skipped.
-        let picks = c.bucket_diverse(0, |b| b == 0, |_| false, |_| true);
+        let picks = c.bucket_diverse(0, |b| b == 0, |_| false, |_| true, &mut rng);
         assert!(picks.iter().all(|p| me.common_prefix_len(p) != 0));
     }
 
@@ -285,5 +405,39 @@ mod tests {
             buckets.len() >= 3,
             "reply spans several of the asker's buckets: {buckets:?}"
         );
+    }
+
+    #[test]
+    fn random_ids_land_in_the_asked_bucket() {
+        let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(3);
+        let me = PeerId::random(&mut rng);
+        for bucket in [0, 1, 7, 8, 9, 63, 159] {
+            for _ in 0..20 {
+                assert_eq!(
+                    me.common_prefix_len(&random_id_in_bucket(&me, bucket, &mut rng)),
+                    bucket
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn lookups_are_bounded_and_matched_by_the_peer_asked() {
+        let mut lookups = Lookups::new(2);
+        let ask = |n: u8, at: u64| Lookup {
+            target: id(n, 0),
+            bucket: usize::from(n),
+            asked: smallvec::smallvec![id(n, 1)],
+            expires: Time::from_millis(at),
+        };
+        lookups.ask(ask(1, 100));
+        lookups.ask(ask(2, 200));
+        lookups.ask(ask(3, 300));
+        assert_eq!(lookups.len(), 2);
+        assert!(lookups.covers(1) && !lookups.covers(3));
+        assert_eq!(lookups.answered(&id(2, 1)).map(|l| l.bucket), Some(2));
+        assert_eq!(lookups.answered(&id(2, 1)), None);
+        lookups.expire(Time::from_millis(100));
+        assert!(lookups.is_empty());
     }
 }

@@ -16,7 +16,7 @@ use smallvec::SmallVec;
 
 use crate::config::{Config, Forwarding, LinkSelection, Routing};
 use crate::conn::{ConnId, ConnState, Connection, Link, Pending, Purpose, Role, Transport};
-use crate::discovery::Candidates;
+use crate::discovery::{Candidates, LOOKUP_STEPS, Lookup, Lookups, random_id_in_bucket};
 use crate::error::Error;
 use crate::id::{Distance, ID_BITS, PeerId};
 use crate::router::{PreferredPaths, Queued, SeenNonces, greedy_hops, spread_hops};
@@ -24,7 +24,7 @@ use crate::stats::{CloseReason, DropReason, Stats};
 use crate::table::{Insert, KBucket};
 use crate::time::Time;
 use crate::wire::{
-    self, DecodeError, DecodeLimits, Envelope, Nonce, OutgoingPayload, Payload,
+    self, DecodeError, DecodeLimits, Envelope, Nonce, OutgoingPayload, Payload, PayloadKind,
     decode_id_handshake, encode_id_handshake, write_envelope,
 };
 
@@ -247,6 +247,24 @@ impl PartialEq for Event {
 
 impl Eq for Event {}
 
+/// A set of XOR-distance bucket indices (0..=160) in three words.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct BucketSet([u64; 3]);
+
+impl BucketSet {
+    fn insert(&mut self, bucket: usize) {
+        self.0[bucket / 64] |= 1 << (bucket % 64);
+    }
+
+    fn remove(&mut self, bucket: usize) {
+        self.0[bucket / 64] &= !(1 << (bucket % 64));
+    }
+
+    fn contains(&self, bucket: usize) -> bool {
+        self.0[bucket / 64] & (1 << (bucket % 64)) != 0
+    }
+}
+
 /// Yields ids nearest to `to` first, one linear scan per item: no work for the items never
 /// asked for, and no allocation.
 struct NearestFirst<'a> {
@@ -323,6 +341,8 @@ pub struct Sizes {
     pub preferred_paths: usize,
     /// Messages waiting for a first link.
     pub queued: usize,
+    /// Bucket lookups in progress.
+    pub lookups: usize,
     /// Undrained outputs.
     pub outputs: usize,
     /// Armed timers.
@@ -387,9 +407,12 @@ pub struct Node {
     links: BTreeMap<PeerId, Link>,
     /// Routable link ids, contiguous for the per-message nearest-link scan.
     route_ids: Vec<PeerId>,
+    /// XOR-distance buckets holding at least one link.
+    link_buckets: BucketSet,
     /// The original's routing table; holds routable links under [`Routing::TableOnly`].
     table: KBucket<ConnId>,
     candidates: Candidates,
+    lookups: Lookups,
     pending: BTreeMap<PeerId, Pending>,
     seen: SeenNonces,
     preferred: PreferredPaths,
@@ -424,8 +447,10 @@ impl Node {
             conns: BTreeMap::new(),
             links: BTreeMap::new(),
             route_ids: Vec::new(),
+            link_buckets: BucketSet::default(),
             table: KBucket::new(id, config.k),
             candidates: Candidates::new(id, config.k, evict_stale),
+            lookups: Lookups::new(config.max_lookups),
             pending: BTreeMap::new(),
             seen,
             preferred,
@@ -474,6 +499,7 @@ impl Node {
             seen_nonces: self.seen.len(),
             preferred_paths: self.preferred.len(),
             queued: self.queue.len(),
+            lookups: self.lookups.len(),
             outputs: self.outputs.len(),
             timers: self.timers.len(),
         }
@@ -487,6 +513,11 @@ impl Node {
     /// Established links, ordered by peer id.
     pub fn links(&self) -> impl Iterator<Item = (&PeerId, &Link)> {
         self.links.iter()
+    }
+
+    /// Known candidate ids (peers we could link to), bucket by bucket.
+    pub fn candidates(&self) -> impl Iterator<Item = &PeerId> {
+        self.candidates.table().iter().map(|e| &e.id)
     }
 
     /// Whether [`Node::shutdown`] was called.
@@ -541,7 +572,12 @@ impl Node {
             self.stats.connections_refused += 1;
             return Err(Error::TooManyConnections);
         }
-        let conn = self.new_conn(Transport::WebSocket, Purpose::Inbound, ConnState::Dialing);
+        let conn = self.new_conn(
+            Transport::WebSocket,
+            Purpose::Inbound,
+            ConnState::Dialing,
+            false,
+        );
         self.on_ws_open(conn);
         Ok(conn)
     }
@@ -654,10 +690,18 @@ impl Node {
             self.stats.dropped.add(DropReason::FromSelf);
             return;
         }
-        // Direct neighbours need no entry: they are routed to directly.
-        if env.from != link_peer {
+        // Remember the way back to the sender, for replies. The original does it for every
+        // message; greedy forwarding does it only for requests, since following entries left
+        // by unrelated traffic can lead away from the target and into loops. Direct
+        // neighbours need no entry: they are routed to directly.
+        let record = match self.config.forwarding {
+            Forwarding::Spread => true,
+            Forwarding::Greedy => env.payload.kind().is_request(),
+        };
+        if record && env.from != link_peer {
             self.preferred.insert(env.from, link_peer);
         }
+        self.learn_from_traffic(&env);
         if env.to == self.id {
             self.receive(&env);
         } else if env.path.contains(&self.id) {
@@ -696,11 +740,13 @@ impl Node {
         }
         // The payload was decoded with the envelope: one of the wrong shape (which would crash
         // a JS peer) never gets this far.
+        let kind = env.payload.kind();
         if self.forward(
             &env.to,
             &env.from,
             &env.path,
             &env.nonce,
+            kind,
             env.payload_json(),
         ) {
             self.stats.relayed += 1;
@@ -715,9 +761,10 @@ impl Node {
         from: &PeerId,
         path: &[PeerId],
         nonce: &Nonce,
+        kind: PayloadKind,
         payload: &str,
     ) -> bool {
-        let hops = self.next_hops(to, path);
+        let hops = self.next_hops(to, path, kind);
         if hops.is_empty() {
             self.stats.dropped.add(DropReason::NoRoute);
             return false;
@@ -739,14 +786,18 @@ impl Node {
         true
     }
 
-    fn next_hops(&self, to: &PeerId, path: &[PeerId]) -> SmallVec<[PeerId; 4]> {
+    fn next_hops(&self, to: &PeerId, path: &[PeerId], kind: PayloadKind) -> SmallVec<[PeerId; 4]> {
         // A linked target gets the message directly, whatever else the strategy would do.
         if self.links.get(to).is_some_and(|l| l.routable) {
             return smallvec::smallvec![*to];
         }
         let on_path = |p: &PeerId| path.contains(p);
         let concurrency = self.config.concurrency;
-        let preferred_hop = self.preferred.get(to);
+        let preferred_hop = match self.config.forwarding {
+            Forwarding::Spread => self.preferred.get(to),
+            Forwarding::Greedy if kind.is_reply() => self.preferred.get(to),
+            Forwarding::Greedy => None,
+        };
         match self.config.routing {
             Routing::TableOnly => {
                 let closest = self.table.closest_iter(to).map(|e| e.id);
@@ -813,6 +864,7 @@ impl Node {
         }
         self.candidates.saw(sender);
         self.populate();
+        self.continue_lookup(sender);
     }
 
     fn on_offer(&mut self, from: PeerId) {
@@ -961,7 +1013,7 @@ impl Node {
         if let ConnState::AwaitingId { deadline } = c.state {
             self.timers.remove(&(deadline, Timer::Handshake(conn)));
         }
-        let transport = c.transport;
+        let (transport, outbound) = (c.transport, c.outbound);
         c.state = ConnState::Established { peer };
         self.clear_pending(&peer);
         self.candidates.saw(peer);
@@ -985,10 +1037,12 @@ impl Node {
             transport,
             since: self.now,
             routable,
+            outbound,
             spare: None,
         };
         self.links.insert(peer, link);
         self.stats.links_opened += 1;
+        self.link_buckets.insert(self.id.common_prefix_len(&peer));
         if routable {
             self.route_ids.push(peer);
             self.flush_queue();
@@ -998,19 +1052,23 @@ impl Node {
         self.enforce_link_budget(peer);
     }
 
-    /// Keeps links within `max_links` by shedding the least useful one: never a link that
-    /// is the only one in its XOR-distance bucket or among the nearest to us, otherwise the
-    /// oldest link in the most crowded bucket. Joiners thus stay linked to a busy peer long
-    /// enough to discover others, while the peer holds a spread of contacts, not a crowd.
+    /// Keeps links within `max_links` by shedding the least useful link.
+    ///
+    /// A link in a bucket (XOR-distance class) that holds other links is redundant for us.
+    /// Whether it is for the other end we cannot know, but who asked for it is a good proxy:
+    /// a peer asks for a link to cover a bucket it lacks, and the bucket index is the same
+    /// from both ends, so links *we* asked for rarely matter to the other side, while links
+    /// others asked for usually do. So: never shed a bucket's only link, nor one to the
+    /// `near` peers nearest to us, nor the newcomer (someone just needed it); among the rest
+    /// shed our own picks before inbound links, from the most crowded bucket, oldest first.
     fn enforce_link_budget(&mut self, newcomer: PeerId) {
         while self.links.len() > self.config.max_links {
             let victim = self.pick_link_to_shed(newcomer);
-            let Some(victim) = victim else { break };
             self.close_link(&victim, CloseReason::LinkBudget);
         }
     }
 
-    fn pick_link_to_shed(&self, newcomer: PeerId) -> Option<PeerId> {
+    fn pick_link_to_shed(&self, newcomer: PeerId) -> PeerId {
         let mut per_bucket = [0u16; ID_BITS + 1];
         for peer in self.links.keys() {
             per_bucket[self.id.common_prefix_len(peer)] += 1;
@@ -1021,24 +1079,23 @@ impl Node {
         };
         let mut by_distance: Vec<PeerId> = self.links.keys().copied().collect();
         by_distance.sort_unstable_by_key(|p| self.id.distance(p));
-        let protected: Vec<PeerId> = by_distance.iter().take(near).copied().collect();
+        let protected = &by_distance[..near.min(by_distance.len())];
         self.links
             .iter()
-            .filter(|(peer, _)| !protected.contains(peer))
+            .filter(|(peer, _)| **peer != newcomer && !protected.contains(peer))
             .map(|(peer, link)| {
                 let crowd = per_bucket[self.id.common_prefix_len(peer)];
-                (crowd, *peer == newcomer, link.since, *peer)
+                // Smallest key is shed first.
+                (
+                    crowd <= 1,
+                    !link.outbound,
+                    u16::MAX - crowd,
+                    link.since,
+                    *peer,
+                )
             })
-            .filter(|(crowd, ..)| *crowd > 1)
-            // Most crowded bucket first; then keep the newcomer; then the oldest.
-            .min_by(|a, b| {
-                b.0.cmp(&a.0)
-                    .then(a.1.cmp(&b.1))
-                    .then(a.2.cmp(&b.2))
-                    .then(a.3.cmp(&b.3))
-            })
-            .map(|(.., peer)| peer)
-            .or(Some(newcomer))
+            .min()
+            .map_or(newcomer, |(.., peer)| peer)
     }
 
     /// Closes every connection of a link (the link goes down once, with one event).
@@ -1075,11 +1132,28 @@ impl Node {
         }
         let link = self.links.remove(&peer).unwrap_or_else(|| unreachable!());
         self.route_ids.retain(|id| *id != peer);
+        let bucket = self.id.common_prefix_len(&peer);
+        if !self
+            .links
+            .keys()
+            .any(|p| self.id.common_prefix_len(p) == bucket)
+        {
+            self.link_buckets.remove(bucket);
+        }
         if link.routable && self.config.routing == Routing::TableOnly {
             self.table.remove(&peer);
         }
-        // As the original: a closed link's peer is forgotten as a candidate too.
-        self.candidates.remove(&peer);
+        match self.config.link_selection {
+            // As the original: a closed link's peer is forgotten as a candidate too.
+            LinkSelection::NearestToSelf => self.candidates.remove(&peer),
+            // A budget close by the other side looks the same as a departure, and forgetting a
+            // live neighbour costs more than remembering a dead one, which failed connects
+            // age out.
+            LinkSelection::BucketDiverse { .. } => {
+                self.candidates
+                    .link_closed(&peer, self.now, self.config.connect_retry_backoff)
+            }
+        }
         self.clear_pending(&peer);
         self.stats.links_closed += 1;
         self.emit(Event::PeerDisconnected { peer });
@@ -1120,29 +1194,25 @@ impl Node {
                 for peer in self.links.keys().chain(self.pending.keys()) {
                     covered[self.id.common_prefix_len(peer)] = true;
                 }
-                let taken = |p: &PeerId| self.links.contains_key(p) || self.pending.contains_key(p);
-                let usable = |p: &PeerId| self.candidates.ready(p, now);
-                let mut picks = self
-                    .candidates
-                    .bucket_diverse(near, |b| covered[b], taken, usable);
-                // Top up to the target with the nearest remaining candidates.
+                let (links, pending, candidates) = (&self.links, &self.pending, &self.candidates);
+                let taken = |p: &PeerId| links.contains_key(p) || pending.contains_key(p);
+                let usable = |p: &PeerId| candidates.ready(p, now);
+                // Coverage picks are what greedy routing needs: they go ahead even at the link
+                // budget, which then sheds a redundant link instead.
+                let coverage =
+                    candidates.bucket_diverse(near, |b| covered[b], taken, usable, &mut self.rng);
+                // Extra links, nearest first, only up to the target.
                 let shortfall = self
                     .config
                     .target_links
-                    .saturating_sub(self.links.len() + self.pending.len());
-                if shortfall > picks.len() {
-                    let extra = self
-                        .candidates
-                        .nearest_to_self(self.config.max_links)
-                        .into_iter()
-                        .filter(|p| !taken(p) && usable(p) && !picks.contains(p))
-                        .take(shortfall - picks.len());
-                    picks.extend(extra.collect::<Vec<_>>());
-                }
-                for peer in picks {
-                    if self.links.len() + self.pending.len() >= self.config.max_links {
-                        break;
-                    }
+                    .saturating_sub(self.links.len() + self.pending.len() + coverage.len());
+                let extra: Vec<PeerId> = candidates
+                    .nearest_to_self(self.config.max_links)
+                    .into_iter()
+                    .filter(|p| !taken(p) && usable(p) && !coverage.contains(p))
+                    .take(shortfall)
+                    .collect();
+                for peer in coverage.into_iter().chain(extra) {
                     if self.start_connect(peer, false).is_err() {
                         break;
                     }
@@ -1214,7 +1284,7 @@ impl Node {
             return None;
         }
         let state = ConnState::WebRtcConnecting { peer, fallback_ws };
-        let conn = self.new_conn(Transport::WebRtc, Purpose::Peer(peer), state);
+        let conn = self.new_conn(Transport::WebRtc, Purpose::Peer(peer), state, initiator);
         self.pending_session(peer, conn, self.config.webrtc_timeout);
         self.outputs.push_back(Output::StartWebRtc {
             conn,
@@ -1232,6 +1302,7 @@ impl Node {
             Transport::WebSocket,
             Purpose::Peer(peer),
             ConnState::Dialing,
+            true,
         );
         self.pending_session(peer, conn, self.config.pending_connect_timeout);
         self.outputs.push_back(Output::DialWebSocket { conn, url });
@@ -1258,18 +1329,23 @@ impl Node {
 
     // ---- connections ----------------------------------------------------------------------
 
-    fn new_conn(&mut self, transport: Transport, purpose: Purpose, state: ConnState) -> ConnId {
+    fn new_conn(
+        &mut self,
+        transport: Transport,
+        purpose: Purpose,
+        state: ConnState,
+        outbound: bool,
+    ) -> ConnId {
         let conn = ConnId(self.next_conn);
         self.next_conn += 1;
-        self.conns.insert(
-            conn,
-            Connection {
-                transport,
-                purpose,
-                state,
-                violations: 0,
-            },
-        );
+        let connection = Connection {
+            transport,
+            purpose,
+            state,
+            outbound,
+            violations: 0,
+        };
+        self.conns.insert(conn, connection);
         conn
     }
 
@@ -1362,8 +1438,10 @@ impl Node {
             let nonce = self.fresh_nonce();
             self.stats.originated += 1;
             self.stats.queued += 1;
+            let kind = payload.kind();
             self.queue.push_back(Queued {
                 to,
+                kind,
                 nonce,
                 payload: json,
             });
@@ -1372,7 +1450,7 @@ impl Node {
         let nonce = self.fresh_nonce();
         self.stats.originated += 1;
         let from = self.id;
-        self.forward(&to, &from, &[], &nonce, &json);
+        self.forward(&to, &from, &[], &nonce, payload.kind(), &json);
         Ok(())
     }
 
@@ -1381,7 +1459,7 @@ impl Node {
     fn flush_queue(&mut self) {
         let from = self.id;
         while let Some(q) = self.queue.pop_front() {
-            self.forward(&q.to, &from, &[], &q.nonce, &q.payload);
+            self.forward(&q.to, &from, &[], &q.nonce, q.kind, &q.payload);
         }
     }
 
@@ -1495,6 +1573,7 @@ impl Node {
         }
         self.links.clear();
         self.route_ids.clear();
+        self.link_buckets = BucketSet::default();
         self.table = KBucket::new(self.id, self.config.k);
         self.pending.clear();
         self.queue.clear();
@@ -1508,11 +1587,8 @@ impl Node {
         if self.conns.len() >= self.config.max_connections {
             return self.bootstrap_failed(index);
         }
-        let conn = self.new_conn(
-            Transport::WebSocket,
-            Purpose::Bootstrap(index),
-            ConnState::Dialing,
-        );
+        let purpose = Purpose::Bootstrap(index);
+        let conn = self.new_conn(Transport::WebSocket, purpose, ConnState::Dialing, true);
         let url = self.bootstrap[index].url.clone();
         self.bootstrap[index].state = BootState::Active(conn);
         self.outputs.push_back(Output::DialWebSocket { conn, url });
@@ -1647,10 +1723,145 @@ impl Node {
         if self.links.is_empty() {
             return;
         }
+        // A self-lookup: our nearest link knows our neighbourhood best (a newcomer closer to us
+        // than our near links is found this way); a random link adds a sample from elsewhere.
+        let nearest = self
+            .links
+            .keys()
+            .min_by_key(|p| self.id.distance(p))
+            .copied();
         let index = (self.rng.next_u64() % self.links.len() as u64) as usize;
-        if let Some(peer) = self.links.keys().nth(index).copied() {
+        let random = self.links.keys().nth(index).copied();
+        for peer in [nearest, random.filter(|r| Some(*r) != nearest)]
+            .into_iter()
+            .flatten()
+        {
             let _ = self.originate(peer, &OutgoingPayload::FindPeers(self.id));
         }
         self.populate();
+        self.start_lookups();
+    }
+
+    /// Buckets that hold no link and no pending connect, up to the deepest bucket we know a
+    /// peer in (deeper ones are most likely empty).
+    fn uncovered_buckets(&self) -> Vec<usize> {
+        let mut covered = [false; ID_BITS + 1];
+        for peer in self.links.keys().chain(self.pending.keys()) {
+            covered[self.id.common_prefix_len(peer)] = true;
+        }
+        let deepest = self
+            .candidates()
+            .map(|c| self.id.common_prefix_len(c))
+            .max()
+            .unwrap_or(0);
+        (0..=deepest.min(ID_BITS - 1))
+            .filter(|b| !covered[*b])
+            .collect()
+    }
+
+    /// Starts lookups for a few uncovered buckets (chosen at random, so none starves). Each
+    /// asks two peers: the one we know nearest to a random id in the bucket, and a random link
+    /// one or two buckets shallower. Our near neighbours tend to share our blind spots (the
+    /// bucket is theirs too); a peer one level up holds a sample of a larger region that
+    /// contains the bucket.
+    fn start_lookups(&mut self) {
+        if self.config.link_selection == LinkSelection::NearestToSelf {
+            return;
+        }
+        self.lookups.expire(self.now);
+        let mut buckets = self.uncovered_buckets();
+        buckets.retain(|b| !self.lookups.covers(*b));
+        while self.lookups.has_room() && !buckets.is_empty() {
+            let bucket = buckets.swap_remove((self.rng.next_u64() % buckets.len() as u64) as usize);
+            let target = random_id_in_bucket(&self.id, bucket, &mut self.rng);
+            let nearest = self
+                .candidates
+                .table()
+                .closest_iter(&target)
+                .next()
+                .map(|e| e.id);
+            let shallower: Vec<PeerId> = self
+                .links
+                .keys()
+                .filter(|p| {
+                    let b = self.id.common_prefix_len(p);
+                    b < bucket && b + 2 >= bucket
+                })
+                .copied()
+                .collect();
+            let upper = (!shallower.is_empty())
+                .then(|| shallower[(self.rng.next_u64() % shallower.len() as u64) as usize]);
+            let mut asks: SmallVec<[PeerId; 2]> = nearest.into_iter().collect();
+            if let Some(upper) = upper.filter(|u| !asks.contains(u)) {
+                asks.push(upper);
+            }
+            for ask in asks {
+                let asked = smallvec::smallvec![ask];
+                self.ask_lookup(Lookup {
+                    target,
+                    bucket,
+                    asked,
+                    expires: Time::ZERO,
+                });
+            }
+        }
+    }
+
+    /// Every envelope names live peers (its origin and relays). One in a bucket where we have
+    /// no link is worth knowing: take it as a candidate and try to link. A bitmap test per id,
+    /// so relaying stays cheap.
+    fn learn_from_traffic(&mut self, env: &Envelope<'_>) {
+        if self.config.link_selection == LinkSelection::NearestToSelf {
+            return;
+        }
+        let mut learned = false;
+        for id in env.path.iter().chain([&env.from]) {
+            let bucket = self.id.common_prefix_len(id);
+            if *id != self.id
+                && !self.link_buckets.contains(bucket)
+                && !self.candidates.table().contains(id)
+            {
+                learned |= self.candidates.saw(*id);
+            }
+        }
+        if learned {
+            self.populate();
+        }
+    }
+
+    /// A peer answered a lookup: if the bucket is still uncovered, ask the nearest peer to the
+    /// target not asked yet (often one the answer just named).
+    fn continue_lookup(&mut self, sender: PeerId) {
+        let Some(mut lookup) = self.lookups.answered(&sender) else {
+            return;
+        };
+        if lookup.asked.len() >= LOOKUP_STEPS || !self.uncovered_buckets().contains(&lookup.bucket)
+        {
+            return;
+        }
+        let next = self
+            .candidates
+            .table()
+            .closest_iter(&lookup.target)
+            .map(|e| e.id)
+            .find(|c| !lookup.asked.contains(c));
+        if let Some(next) = next {
+            lookup.asked.push(next);
+            self.ask_lookup(lookup);
+        }
+    }
+
+    fn ask_lookup(&mut self, mut lookup: Lookup) {
+        let Some(&ask) = lookup.asked.last() else {
+            return;
+        };
+        lookup.expires = self.now + self.config.pending_connect_timeout;
+        let target = lookup.target;
+        if self
+            .originate(ask, &OutgoingPayload::FindPeers(target))
+            .is_ok()
+        {
+            self.lookups.ask(lookup);
+        }
     }
 }

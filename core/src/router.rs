@@ -154,6 +154,8 @@ impl PreferredPaths {
 pub struct Queued {
     /// Recipient.
     pub to: PeerId,
+    /// The payload's type.
+    pub kind: crate::wire::PayloadKind,
     /// Nonce, already recorded as seen.
     pub nonce: Nonce,
     /// Payload JSON.

@@ -507,6 +507,25 @@ pub enum PayloadKind {
     Unknown,
 }
 
+impl PayloadKind {
+    /// Messages that ask for a reply: relays remember the link they came over so the reply
+    /// can retrace their path (the asker may not be reachable greedily yet).
+    pub fn is_request(self) -> bool {
+        matches!(
+            self,
+            PayloadKind::FindPeers | PayloadKind::HandshakeOffer | PayloadKind::Signal
+        )
+    }
+
+    /// Replies, which follow the path their request came by where it is known.
+    pub fn is_reply(self) -> bool {
+        matches!(
+            self,
+            PayloadKind::FoundPeers | PayloadKind::HandshakeAnswer | PayloadKind::Signal
+        )
+    }
+}
+
 /// A decoded payload. `user` and `signal` data stay raw.
 #[derive(Debug, Clone)]
 pub enum Payload<'a> {
@@ -696,6 +715,18 @@ pub enum OutgoingPayload<'a> {
 }
 
 impl OutgoingPayload<'_> {
+    /// The payload's type tag.
+    pub fn kind(&self) -> PayloadKind {
+        match self {
+            OutgoingPayload::User(_) => PayloadKind::User,
+            OutgoingPayload::FindPeers(_) => PayloadKind::FindPeers,
+            OutgoingPayload::FoundPeers(_) => PayloadKind::FoundPeers,
+            OutgoingPayload::HandshakeOffer => PayloadKind::HandshakeOffer,
+            OutgoingPayload::HandshakeAnswer { .. } => PayloadKind::HandshakeAnswer,
+            OutgoingPayload::Signal(_) => PayloadKind::Signal,
+        }
+    }
+
     /// Appends the payload JSON.
     pub fn write(&self, out: &mut String) {
         match self {
