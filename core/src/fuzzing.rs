@@ -538,6 +538,7 @@ impl Harness {
             "preferred {s:?}"
         );
         assert!(s.queued <= c.queue_max, "queue {s:?}");
+        assert!(s.lookups <= c.max_lookups, "lookups {s:?}");
         assert!(
             s.candidates <= c.k * (crate::id::ID_BITS + 1),
             "candidates {s:?}"
