@@ -87,10 +87,14 @@ pub struct Config {
 
     /// Most nonces remembered for duplicate suppression.
     pub seen_nonces_max: usize,
-    /// How long a nonce is remembered.
+    /// How long a nonce is remembered (between half of this and all of it). A message lives
+    /// at most `max_hops` hops, so seconds; duplicates come within that.
     pub seen_nonce_ttl: Duration,
     /// Most senders remembered in the preferred-path table (sender -> link it came from).
     pub preferred_paths_max: usize,
+    /// How long a preferred path is kept (between half of this and all of it): replies follow
+    /// their requests within seconds.
+    pub preferred_path_ttl: Duration,
     /// Most messages queued while the node has no link.
     pub queue_max: usize,
 
@@ -141,8 +145,9 @@ impl Default for Config {
             max_found_peers: 20,
             found_peers_reply: 20,
             seen_nonces_max: 65_536,
-            seen_nonce_ttl: Duration::from_secs(120),
+            seen_nonce_ttl: Duration::from_secs(30),
             preferred_paths_max: 4_096,
+            preferred_path_ttl: Duration::from_secs(30),
             queue_max: 256,
             max_pending_connects: 32,
             pending_connect_timeout: Duration::from_secs(10),

@@ -435,7 +435,11 @@ impl Node {
             config.seen_nonce_ttl,
             rng.next_u64(),
         );
-        let preferred = PreferredPaths::new(config.preferred_paths_max, rng.next_u64());
+        let preferred = PreferredPaths::new(
+            config.preferred_paths_max,
+            config.preferred_path_ttl,
+            rng.next_u64(),
+        );
         let evict_stale = config.link_selection != LinkSelection::NearestToSelf;
         let mut node = Node {
             limits: config.decode_limits(),
@@ -699,7 +703,7 @@ impl Node {
             Forwarding::Greedy => env.payload.kind().is_request(),
         };
         if record && env.from != link_peer {
-            self.preferred.insert(env.from, link_peer);
+            self.preferred.insert(self.now, env.from, link_peer);
         }
         self.learn_from_traffic(&env);
         if env.to == self.id {
@@ -794,8 +798,8 @@ impl Node {
         let on_path = |p: &PeerId| path.contains(p);
         let concurrency = self.config.concurrency;
         let preferred_hop = match self.config.forwarding {
-            Forwarding::Spread => self.preferred.get(to),
-            Forwarding::Greedy if kind.is_reply() => self.preferred.get(to),
+            Forwarding::Spread => self.preferred.get(self.now, to),
+            Forwarding::Greedy if kind.is_reply() => self.preferred.get(self.now, to),
             Forwarding::Greedy => None,
         };
         match self.config.routing {

@@ -5,7 +5,8 @@
 //! with a seed from the node's RNG (never the OS), and are only ever probed, never iterated
 //! into outputs, so determinism holds.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::time::Duration;
 
 use foldhash::fast::FixedState;
@@ -15,137 +16,197 @@ use crate::id::{Distance, PeerId};
 use crate::time::Time;
 use crate::wire::Nonce;
 
-/// Nonces seen recently, bounded by count and by age.
+/// When a two-generation cache moves its current generation to the previous one: on a fixed
+/// grid of half-TTL epochs, or early when the current generation holds half the bound. An
+/// entry therefore lives between half the TTL and the TTL, and the two generations together
+/// never hold more than the bound. No per-entry timestamps, no eviction queue: one probe per
+/// generation, and memory returns when a generation is dropped.
+#[derive(Debug, Clone, Copy)]
+struct Rotation {
+    epoch: u64,
+    half_ttl_micros: u64,
+    half_max: usize,
+}
+
+/// What a lookup at `now` must do with the generations first.
+enum Shift {
+    None,
+    /// Current becomes previous.
+    One,
+    /// Both are older than the TTL.
+    Both,
+}
+
+impl Rotation {
+    fn new(max: usize, ttl: Duration) -> Self {
+        let half_ttl_micros = u64::try_from(ttl.as_micros() / 2)
+            .unwrap_or(u64::MAX)
+            .max(1);
+        Rotation {
+            epoch: 0,
+            half_ttl_micros,
+            half_max: max.div_ceil(2).max(1),
+        }
+    }
+
+    fn epoch_of(&self, now: Time) -> u64 {
+        now.as_micros() / self.half_ttl_micros
+    }
+
+    fn due(&mut self, now: Time, current_len: usize) -> Shift {
+        let epoch = self.epoch_of(now).max(self.epoch);
+        let shift = if epoch >= self.epoch + 2 {
+            Shift::Both
+        } else if epoch == self.epoch + 1 || current_len >= self.half_max {
+            Shift::One
+        } else {
+            Shift::None
+        };
+        self.epoch = epoch;
+        shift
+    }
+
+    /// Whether entries of the current (and the previous) generation are still valid at `now`.
+    fn valid(&self, now: Time) -> (bool, bool) {
+        let epoch = self.epoch_of(now);
+        (epoch <= self.epoch + 1, epoch <= self.epoch)
+    }
+}
+
+/// A hasher for keys that already are keyed hashes.
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+type HashedSet = HashSet<u64, BuildHasherDefault<PassThrough>>;
+
+/// Nonces seen recently, bounded by count and by age, stored as 64-bit keyed hashes (a false
+/// duplicate needs a 64-bit collision under a key only this node knows).
 #[derive(Debug, Clone)]
 pub struct SeenNonces {
-    set: HashSet<u128, FixedState>,
-    order: VecDeque<(Time, u128)>,
-    max: usize,
-    ttl: Duration,
+    current: HashedSet,
+    previous: HashedSet,
+    rotation: Rotation,
+    keyer: FixedState,
 }
 
 impl SeenNonces {
-    /// A cache of at most `max` nonces, each kept for `ttl`.
+    /// A cache of at most `max` nonces, each kept between `ttl / 2` and `ttl`.
     pub fn new(max: usize, ttl: Duration, hash_seed: u64) -> Self {
         SeenNonces {
-            set: HashSet::with_hasher(FixedState::with_seed(hash_seed)),
-            order: VecDeque::new(),
-            max: max.max(1),
-            ttl,
+            current: HashedSet::default(),
+            previous: HashedSet::default(),
+            rotation: Rotation::new(max, ttl),
+            keyer: FixedState::with_seed(hash_seed),
         }
     }
 
     /// Records `nonce`; false if it was already there (a duplicate).
     pub fn insert(&mut self, now: Time, nonce: &Nonce) -> bool {
-        self.expire(now);
-        let key = nonce.key();
-        if !self.set.insert(key) {
-            return false;
-        }
-        if self.order.len() >= self.max {
-            if let Some((_, oldest)) = self.order.pop_front() {
-                self.set.remove(&oldest);
+        match self.rotation.due(now, self.current.len()) {
+            Shift::None => {}
+            Shift::One => self.previous = std::mem::take(&mut self.current),
+            Shift::Both => {
+                self.previous = HashedSet::default();
+                self.current = HashedSet::default();
             }
         }
-        self.order.push_back((now, key));
-        true
+        let key = self.keyer.hash_one(nonce.key());
+        if self.previous.contains(&key) {
+            return false;
+        }
+        self.current.insert(key)
     }
 
     /// Whether `nonce` is remembered.
     pub fn contains(&self, nonce: &Nonce) -> bool {
-        self.set.contains(&nonce.key())
-    }
-
-    fn expire(&mut self, now: Time) {
-        while let Some(&(at, key)) = self.order.front() {
-            if at + self.ttl > now {
-                break;
-            }
-            self.order.pop_front();
-            self.set.remove(&key);
-        }
-        // Give memory back after a burst.
-        if self.set.capacity() > 64 && self.set.len() < self.set.capacity() / 4 {
-            self.set.shrink_to(self.set.len() * 2);
-            self.order.shrink_to(self.order.len() * 2);
-        }
+        let key = self.keyer.hash_one(nonce.key());
+        self.current.contains(&key) || self.previous.contains(&key)
     }
 
     /// Number of nonces remembered.
     pub fn len(&self) -> usize {
-        self.order.len()
+        self.current.len() + self.previous.len()
     }
 
     /// Whether nothing is remembered.
     pub fn is_empty(&self) -> bool {
-        self.order.is_empty()
+        self.len() == 0
     }
 }
 
-/// For each recent sender, the link its last message arrived on: replies go back that way.
-/// Bounded by count; the entry updated longest ago is evicted first.
+/// For recent senders, the link their message arrived on: replies go back that way. Bounded
+/// by count and by age (a reply follows its request within seconds).
 #[derive(Debug, Clone)]
 pub struct PreferredPaths {
-    map: HashMap<PeerId, (PeerId, u64), FixedState>,
-    /// Insertion log of `(sender, sequence)`; stale entries are skipped on eviction and
-    /// compacted away when the log doubles the map.
-    log: VecDeque<(PeerId, u64)>,
-    seq: u64,
-    max: usize,
+    current: HashMap<PeerId, PeerId, FixedState>,
+    previous: HashMap<PeerId, PeerId, FixedState>,
+    rotation: Rotation,
+    enabled: bool,
 }
 
 impl PreferredPaths {
-    /// A table of at most `max` senders (`0` disables it).
-    pub fn new(max: usize, hash_seed: u64) -> Self {
+    /// A table of at most `max` senders (`0` disables it), each kept between `ttl / 2` and
+    /// `ttl`.
+    pub fn new(max: usize, ttl: Duration, hash_seed: u64) -> Self {
         PreferredPaths {
-            map: HashMap::with_hasher(FixedState::with_seed(hash_seed)),
-            log: VecDeque::new(),
-            seq: 0,
-            max,
+            current: HashMap::with_hasher(FixedState::with_seed(hash_seed)),
+            previous: HashMap::with_hasher(FixedState::with_seed(hash_seed)),
+            rotation: Rotation::new(max, ttl),
+            enabled: max > 0,
         }
     }
 
     /// Remembers that `sender`'s latest message arrived over the link to `hop`.
-    pub fn insert(&mut self, sender: PeerId, hop: PeerId) {
-        if self.max == 0 {
+    pub fn insert(&mut self, now: Time, sender: PeerId, hop: PeerId) {
+        if !self.enabled {
             return;
         }
-        if let Some((known, _)) = self.map.get(&sender) {
-            if *known == hop {
-                return;
+        match self.rotation.due(now, self.current.len()) {
+            Shift::None => {}
+            Shift::One => {
+                self.previous = std::mem::replace(
+                    &mut self.current,
+                    HashMap::with_hasher(self.previous.hasher().clone()),
+                );
+            }
+            Shift::Both => {
+                self.previous.clear();
+                self.current.clear();
             }
         }
-        self.seq += 1;
-        self.map.insert(sender, (hop, self.seq));
-        self.log.push_back((sender, self.seq));
-        while self.map.len() > self.max {
-            let Some((old, seq)) = self.log.pop_front() else {
-                break;
-            };
-            if self.map.get(&old).is_some_and(|(_, s)| *s == seq) {
-                self.map.remove(&old);
-            }
-        }
-        if self.log.len() > 2 * self.max {
-            let map = &self.map;
-            self.log
-                .retain(|(id, seq)| map.get(id).is_some_and(|(_, s)| s == seq));
-        }
+        self.current.insert(sender, hop);
     }
 
-    /// The link `sender`'s latest message arrived over.
-    pub fn get(&self, sender: &PeerId) -> Option<PeerId> {
-        self.map.get(sender).map(|(hop, _)| *hop)
+    /// The link `sender`'s latest message arrived over, if recent.
+    pub fn get(&self, now: Time, sender: &PeerId) -> Option<PeerId> {
+        let (current_valid, previous_valid) = self.rotation.valid(now);
+        let current = current_valid.then(|| self.current.get(sender)).flatten();
+        let previous = || previous_valid.then(|| self.previous.get(sender)).flatten();
+        current.or_else(previous).copied()
     }
 
     /// Number of senders remembered.
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.current.len() + self.previous.len()
     }
 
     /// Whether nothing is remembered.
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.len() == 0
     }
 }
 
@@ -275,35 +336,47 @@ mod tests {
         seen.insert(Time::ZERO, &nonce(1));
         seen.insert(Time::from_millis(59_000), &nonce(2));
         seen.insert(Time::from_millis(60_000), &nonce(3));
-        assert!(!seen.contains(&nonce(1)));
+        assert!(!seen.contains(&nonce(1)), "older than the TTL");
         assert!(seen.contains(&nonce(2)));
         assert!(
             seen.insert(Time::from_millis(60_001), &nonce(1)),
             "expired nonce is new again"
         );
+        // Everything goes after a long silence.
+        assert!(seen.insert(Time::from_millis(200_000), &nonce(9)));
+        assert_eq!(seen.len(), 1);
     }
 
     #[test]
-    fn preferred_paths_bounded_and_latest_wins() {
-        let mut p = PreferredPaths::new(3, 1);
-        p.insert(id(1), id(10));
-        p.insert(id(1), id(11));
-        assert_eq!(p.get(&id(1)), Some(id(11)));
-        for n in 2..50 {
-            p.insert(id(n), id(10));
-            assert!(p.len() <= 3);
-            assert!(p.log.len() <= 6 + 1);
+    fn seen_nonces_live_at_least_half_the_ttl() {
+        let ttl = Duration::from_secs(60);
+        let mut seen = SeenNonces::new(1_000, ttl, 1);
+        for at in [0u64, 10_000, 29_999, 30_000, 45_000, 59_999] {
+            let t = Time::from_millis(at);
+            assert!(seen.insert(t, &nonce(at)));
+            assert!(
+                !seen.insert(t + Duration::from_millis(29_999), &nonce(at)),
+                "{at}"
+            );
         }
-        assert_eq!(p.get(&id(49)), Some(id(10)));
-        assert_eq!(p.get(&id(1)), None);
-        // Updating keeps an entry fresh.
-        let mut p = PreferredPaths::new(2, 1);
-        p.insert(id(1), id(10));
-        p.insert(id(2), id(10));
-        p.insert(id(1), id(11));
-        p.insert(id(3), id(10));
-        assert_eq!(p.get(&id(1)), Some(id(11)));
-        assert_eq!(p.get(&id(2)), None);
+    }
+
+    #[test]
+    fn preferred_paths_bounded_aged_and_latest_wins() {
+        let ttl = Duration::from_secs(30);
+        let mut p = PreferredPaths::new(4, ttl, 1);
+        let t = Time::ZERO;
+        p.insert(t, id(1), id(10));
+        p.insert(t, id(1), id(11));
+        assert_eq!(p.get(t, &id(1)), Some(id(11)));
+        for n in 2..50 {
+            p.insert(t, id(n), id(10));
+            assert!(p.len() <= 4);
+        }
+        assert_eq!(p.get(t, &id(49)), Some(id(10)));
+        assert_eq!(p.get(t, &id(1)), None, "pushed out by count");
+        assert_eq!(p.get(t + ttl, &id(49)), None, "older than the TTL");
+        assert_eq!(PreferredPaths::new(0, ttl, 1).get(t, &id(1)), None);
     }
 
     #[test]
