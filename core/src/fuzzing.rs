@@ -527,27 +527,33 @@ impl Harness {
     }
 
     fn check_bounds(&self) {
-        let c = &self.config;
-        let s = self.node.sizes();
-        assert!(s.connections <= c.max_connections, "connections {s:?}");
-        assert!(s.links <= c.max_links, "links {s:?}");
-        assert!(s.pending <= c.max_pending_connects, "pending {s:?}");
-        assert!(s.seen_nonces <= c.seen_nonces_max, "nonces {s:?}");
-        assert!(
-            s.preferred_paths <= c.preferred_paths_max,
-            "preferred {s:?}"
-        );
-        assert!(s.queued <= c.queue_max, "queue {s:?}");
-        assert!(s.lookups <= c.max_lookups, "lookups {s:?}");
-        assert!(
-            s.candidates <= c.k * (crate::id::ID_BITS + 1),
-            "candidates {s:?}"
-        );
-        assert!(s.table <= s.links, "table {s:?}");
-        // Every armed timer belongs to something that exists: at most one per connection, one
-        // per pending connect, one per bootstrap url, plus the refresh timer.
-        let bound = s.connections + s.pending + c.max_bootstrap_urls + 1;
-        assert!(s.timers <= bound, "timers {s:?}");
-        assert!(s.outputs == 0, "outputs drained");
+        check_sizes(&self.node);
     }
+}
+
+/// Checks that every bounded structure of `node` is within the bound its config documents,
+/// and that its outputs were drained. Shared with the simulator's `sim_scenario` target.
+pub fn check_sizes(node: &Node) {
+    let c = node.config();
+    let s = node.sizes();
+    assert!(s.connections <= c.max_connections, "connections {s:?}");
+    assert!(s.links <= c.max_links, "links {s:?}");
+    assert!(s.pending <= c.max_pending_connects, "pending {s:?}");
+    assert!(s.seen_nonces <= c.seen_nonces_max, "nonces {s:?}");
+    assert!(
+        s.preferred_paths <= c.preferred_paths_max,
+        "preferred {s:?}"
+    );
+    assert!(s.queued <= c.queue_max, "queue {s:?}");
+    assert!(s.lookups <= c.max_lookups, "lookups {s:?}");
+    assert!(
+        s.candidates <= c.k * (crate::id::ID_BITS + 1),
+        "candidates {s:?}"
+    );
+    assert!(s.table <= s.links, "table {s:?}");
+    // Every armed timer belongs to something that exists: at most one per connection, one
+    // per pending connect, one per bootstrap url, plus the refresh timer.
+    let bound = s.connections + s.pending + c.max_bootstrap_urls + 1;
+    assert!(s.timers <= bound, "timers {s:?}");
+    assert!(s.outputs == 0, "outputs drained");
 }
