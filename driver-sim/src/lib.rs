@@ -34,6 +34,8 @@
 //! assert!(report.delivery_rate > 0.9, "{}", sim.replay_hint());
 //! ```
 
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod model;
 pub mod queue;
 pub mod report;
