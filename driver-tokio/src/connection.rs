@@ -23,9 +23,9 @@ const CLOSE_GRACE: Duration = Duration::from_millis(500);
 /// Batches of frames taken per flush at most; larger batches only delay the flush.
 const WRITE_BATCH: usize = 16;
 /// Frames read before handing them to the driver at most, if more are ready at once.
-const READ_BATCH: usize = 64;
+pub(crate) const READ_BATCH: usize = 64;
 /// Bytes read before handing them to the driver, if more are ready at once.
-const READ_BATCH_BYTES: usize = 64 * 1024;
+pub(crate) const READ_BATCH_BYTES: usize = 64 * 1024;
 
 /// An inbound WebSocket after its upgrade.
 pub(crate) type InboundWs = WebSocketStream<TcpStream>;
@@ -55,6 +55,10 @@ pub(crate) enum ConnEvent {
     },
     /// The connection ended (closed by either side, or failed).
     Closed { conn: ConnId },
+    /// A WebRTC session produced a local signal (simple-peer's JSON form) for its peer.
+    LocalSignal { conn: ConnId, signal: String },
+    /// A WebRTC session's data channel opened.
+    WebRtcOpened { conn: ConnId },
 }
 
 /// A frame as the driver gets it.
@@ -71,6 +75,8 @@ pub(crate) enum Outgoing {
     /// Frames to write, in order.
     Frames(Vec<Utf8Bytes>),
     Close(CloseReason),
+    /// A remote WebRTC signal for a WebRTC session (never sent to a WebSocket).
+    Signal(String),
 }
 
 /// The WebSocket limits for a node whose frames are at most `max_frame_bytes`. Slack covers
@@ -187,6 +193,32 @@ pub(crate) enum Queued {
 }
 
 impl ConnHandle {
+    /// A handle for a connection task that takes its orders from the returned receiver and
+    /// subtracts what it wrote from the returned counter.
+    pub(crate) fn new(
+        max_queued_bytes: usize,
+    ) -> (
+        ConnHandle,
+        mpsc::UnboundedReceiver<Outgoing>,
+        Arc<AtomicUsize>,
+    ) {
+        let (outgoing, rx) = mpsc::unbounded_channel();
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
+        let handle = ConnHandle {
+            outgoing,
+            pending: Vec::new(),
+            queued_bytes: Arc::clone(&queued_bytes),
+            max_queued_bytes,
+        };
+        (handle, rx, queued_bytes)
+    }
+
+    /// Hands a remote signal to a WebRTC session, after the frames queued before it.
+    pub(crate) fn signal(&mut self, signal: String) {
+        self.flush();
+        let _ = self.outgoing.send(Outgoing::Signal(signal));
+    }
+
     /// Queues a frame for the next [`ConnHandle::flush`], or drops it when the queue is full.
     pub(crate) fn transmit(&mut self, frame: String) -> Queued {
         let len = frame.len();
@@ -232,14 +264,7 @@ pub(crate) fn open<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (outgoing, rx) = mpsc::unbounded_channel();
-    let queued_bytes = Arc::new(AtomicUsize::new(0));
-    let handle = ConnHandle {
-        outgoing,
-        pending: Vec::new(),
-        queued_bytes: Arc::clone(&queued_bytes),
-        max_queued_bytes,
-    };
+    let (handle, rx, queued_bytes) = ConnHandle::new(max_queued_bytes);
     (handle, run(conn, ws, rx, queued_bytes, inbox, read_budget))
 }
 
@@ -329,6 +354,8 @@ async fn run<S>(
                         }
                     }
                     Outgoing::Close(reason) => break 'writing reason,
+                    // Only WebRTC sessions get signals.
+                    Outgoing::Signal(_) => {}
                 }
             }
             if let Err(err) = sink.flush().await {

@@ -6,7 +6,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use peer_relay_core::{ConnId, Event as CoreEvent, Input, Node, Output, PeerId, RawValue, Time};
+use peer_relay_core::{
+    CloseReason, ConnId, ConnectFailure, Event as CoreEvent, Input, Node, Output, PeerId, RawValue,
+    Time,
+};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::{AbortHandle, JoinSet};
@@ -15,6 +18,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::connection::{self, ConnEvent, ConnHandle, Inbound, Queued};
 use crate::event::{Delivery, Event, Subscriber};
+use crate::session;
 use crate::{DriverStats, Error, Stats};
 
 /// Inputs (frames, reports) taken from the inbox per wake-up at most.
@@ -74,6 +78,22 @@ enum Conn {
     Dialing(AbortHandle),
     /// An open WebSocket with its task.
     Open(ConnHandle),
+    /// A WebRTC session with its task, setting up (`open` false) or open.
+    WebRtc {
+        handle: ConnHandle,
+        peer: PeerId,
+        open: bool,
+    },
+}
+
+impl Conn {
+    /// The handle of a connection that takes frames.
+    fn handle(&mut self) -> Option<&mut ConnHandle> {
+        match self {
+            Conn::Open(handle) | Conn::WebRtc { handle, .. } => Some(handle),
+            Conn::Dialing(_) => None,
+        }
+    }
 }
 
 /// Everything [`PeerRelay::new`](crate::PeerRelay::new) hands to the driver.
@@ -87,6 +107,8 @@ pub(crate) struct Setup {
     pub connect_timeout: Duration,
     pub send_queue_bytes: usize,
     pub bootstrap: Vec<String>,
+    /// The WebRTC stack's settings (used only if the node's config has `webrtc`).
+    pub webrtc: Arc<session::Settings>,
 }
 
 pub(crate) struct Driver {
@@ -114,6 +136,7 @@ pub(crate) struct Driver {
     ws_config: WebSocketConfig,
     connect_timeout: Duration,
     send_queue_bytes: usize,
+    webrtc: Arc<session::Settings>,
 }
 
 impl Driver {
@@ -154,6 +177,7 @@ impl Driver {
             ws_config: setup.ws_config,
             connect_timeout: setup.connect_timeout,
             send_queue_bytes: setup.send_queue_bytes,
+            webrtc: setup.webrtc,
         };
         let now = driver.clock.now();
         for url in &setup.bootstrap {
@@ -276,6 +300,13 @@ impl Driver {
             Command::Stats { reply } => {
                 let mut driver = self.stats;
                 driver.connections = self.conns.len();
+                let counters = &self.webrtc.counters;
+                driver.webrtc_signals_ignored = counters
+                    .signals_ignored
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                driver.webrtc_without_mdns = counters
+                    .mdns_unavailable
+                    .load(std::sync::atomic::Ordering::Relaxed);
                 let _ = reply.send(Stats {
                     node: self.node.stats().clone(),
                     sizes: self.node.sizes(),
@@ -354,8 +385,30 @@ impl Driver {
             }
             ConnEvent::Closed { conn } => {
                 // Closed by the node already: it forgot the connection then.
-                if self.conns.remove(&conn).is_some() {
-                    self.node.handle_input(now, Input::Closed { conn });
+                match self.conns.remove(&conn) {
+                    None => return,
+                    Some(Conn::WebRtc {
+                        peer, open: false, ..
+                    }) => self.webrtc_failed(peer, ConnectFailure::WebRtcFailed),
+                    Some(_) => {}
+                }
+                self.node.handle_input(now, Input::Closed { conn });
+            }
+            ConnEvent::LocalSignal { conn, signal } => {
+                if self.conns.contains_key(&conn) {
+                    self.node.handle_input(
+                        now,
+                        Input::LocalSignal {
+                            conn,
+                            signal: &signal,
+                        },
+                    );
+                }
+            }
+            ConnEvent::WebRtcOpened { conn } => {
+                if let Some(Conn::WebRtc { open, .. }) = self.conns.get_mut(&conn) {
+                    *open = true;
+                    self.node.handle_input(now, Input::Opened { conn });
                 }
             }
         }
@@ -381,7 +434,7 @@ impl Driver {
         while let Some(output) = self.node.poll_output() {
             match output {
                 Output::Transmit { conn, frame } => {
-                    if let Some(Conn::Open(handle)) = self.conns.get_mut(&conn) {
+                    if let Some(handle) = self.conns.get_mut(&conn).and_then(Conn::handle) {
                         match handle.transmit(frame) {
                             Queued::First => self.dirty.push(conn),
                             Queued::More => {}
@@ -405,16 +458,42 @@ impl Driver {
                 Output::Close { conn, reason } => match self.conns.remove(&conn) {
                     Some(Conn::Dialing(abort)) => abort.abort(),
                     Some(Conn::Open(handle)) => handle.close(reason),
+                    Some(Conn::WebRtc { handle, peer, open }) => {
+                        if !open && reason == CloseReason::WebRtcTimeout {
+                            self.webrtc_failed(peer, ConnectFailure::Timeout);
+                        }
+                        handle.close(reason);
+                    }
                     None => {}
                 },
-                Output::StartWebRtc { conn, peer, .. } => {
-                    // Only reachable with `Config::webrtc`, which `Options` refuses for now.
-                    tracing::warn!(%peer, "no WebRTC transport: session refused");
-                    let now = self.clock.now();
-                    self.node.handle_input(now, Input::Closed { conn });
+                Output::StartWebRtc {
+                    conn,
+                    peer,
+                    initiator,
+                } => {
+                    tracing::debug!(%conn, %peer, initiator, "WebRTC session starting");
+                    let (handle, task) = session::start(
+                        conn,
+                        initiator,
+                        Arc::clone(&self.webrtc),
+                        self.send_queue_bytes,
+                        self.inbox_tx.clone(),
+                        Arc::clone(&self.read_budget),
+                    );
+                    self.tasks.spawn(task);
+                    self.conns.insert(
+                        conn,
+                        Conn::WebRtc {
+                            handle,
+                            peer,
+                            open: false,
+                        },
+                    );
                 }
-                Output::RemoteSignal { conn, .. } => {
-                    tracing::debug!(%conn, "WebRTC signal ignored: no WebRTC transport");
+                Output::RemoteSignal { conn, signal } => {
+                    if let Some(Conn::WebRtc { handle, .. }) = self.conns.get_mut(&conn) {
+                        handle.signal(signal);
+                    }
                 }
                 Output::Event(event) => self.publish(event),
             }
@@ -425,13 +504,21 @@ impl Driver {
         let delivery = match event {
             CoreEvent::PeerConnected { peer, transport } => {
                 tracing::info!(%peer, %transport, "peer linked");
-                Delivery::Event(Event::Peer(peer))
+                Delivery::Event(Event::Peer(peer, transport))
             }
             CoreEvent::PeerDisconnected { peer } => {
                 tracing::info!(%peer, "peer unlinked");
                 Delivery::Event(Event::PeerRemoved(peer))
             }
-            CoreEvent::Message { from, data, .. } => Delivery::Message { from, data },
+            CoreEvent::Message {
+                from,
+                data,
+                path_len,
+            } => Delivery::Message {
+                from,
+                data,
+                path_len,
+            },
             CoreEvent::ConnectFailed { peer, reason, .. } => {
                 tracing::debug!(%peer, ?reason, "connect failed");
                 Delivery::Event(Event::ConnectFailed { peer, reason })
@@ -450,6 +537,14 @@ impl Driver {
             }
         };
         self.deliver(delivery);
+    }
+
+    /// A WebRTC session that never opened: reported, whatever the node does next (dial the
+    /// peer's url, or report the connect failed).
+    fn webrtc_failed(&mut self, peer: PeerId, reason: ConnectFailure) {
+        self.stats.webrtc_failed += 1;
+        tracing::debug!(%peer, ?reason, "WebRTC session failed");
+        self.deliver(Delivery::Event(Event::WebRtcFailed { peer, reason }));
     }
 
     /// Hands a delivery to every subscriber (a copy each but the last).
@@ -473,7 +568,7 @@ impl Driver {
     /// their streams. One channel send (and at most one wake-up) per receiver per batch.
     fn flush(&mut self) {
         for conn in self.dirty.drain(..) {
-            if let Some(Conn::Open(handle)) = self.conns.get_mut(&conn) {
+            if let Some(handle) = self.conns.get_mut(&conn).and_then(Conn::handle) {
                 handle.flush();
             }
         }
@@ -492,9 +587,14 @@ fn report_panic(joined: Result<(), tokio::task::JoinError>) {
 fn clone_delivery(delivery: &Delivery) -> Delivery {
     match delivery {
         Delivery::Event(event) => Delivery::Event(event.clone()),
-        Delivery::Message { from, data } => Delivery::Message {
+        Delivery::Message {
+            from,
+            data,
+            path_len,
+        } => Delivery::Message {
             from: *from,
             data: data.clone(),
+            path_len: *path_len,
         },
     }
 }

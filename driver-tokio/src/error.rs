@@ -18,9 +18,6 @@ pub enum Error {
     /// The options contradict each other or name something unusable (the message says what).
     #[error("invalid options: {0}")]
     InvalidOptions(String),
-    /// WebRTC was asked for, but this driver has no WebRTC transport yet.
-    #[error("WebRTC is not available in this driver yet (set `webrtc: false`)")]
-    WebRtcUnavailable,
     /// The OS random number generator failed while seeding the node.
     #[error("could not seed the node from the OS RNG: {0}")]
     Entropy(getrandom::Error),

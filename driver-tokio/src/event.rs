@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::Stream;
-use peer_relay_core::{ConnectFailure, PeerId, RawValue};
+use peer_relay_core::{ConnectFailure, PeerId, RawValue, Transport};
 use tokio::sync::mpsc;
 
 /// Something that happened to the relay, delivered by [`Events`].
@@ -17,8 +17,8 @@ use tokio::sync::mpsc;
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Event {
-    /// A direct link to this peer formed.
-    Peer(PeerId),
+    /// A direct link to this peer formed, over this transport.
+    Peer(PeerId, Transport),
     /// The direct link to this peer closed.
     PeerRemoved(PeerId),
     /// A message addressed to us arrived.
@@ -27,9 +27,21 @@ pub enum Event {
         from: PeerId,
         /// What it sent.
         data: serde_json::Value,
+        /// Peers the message passed through, the sender included: 1 is a direct link.
+        path_len: usize,
     },
     /// A connect attempt to this peer failed (explicit `connect` or discovery's own).
     ConnectFailed {
+        /// The peer.
+        peer: PeerId,
+        /// Why.
+        reason: ConnectFailure,
+    },
+    /// A WebRTC session with this peer ended before its data channel opened: `Timeout`
+    /// (no channel within `webrtc_timeout`) or `WebRtcFailed` (ICE or DTLS failure, or a
+    /// rejected description). The node then dials the peer's WebSocket url if its answer
+    /// gave one; otherwise [`Event::ConnectFailed`] follows.
+    WebRtcFailed {
         /// The peer.
         peer: PeerId,
         /// Why.
@@ -51,7 +63,11 @@ pub enum Event {
 #[derive(Debug)]
 pub(crate) enum Delivery {
     Event(Event),
-    Message { from: PeerId, data: Box<RawValue> },
+    Message {
+        from: PeerId,
+        data: Box<RawValue>,
+        path_len: usize,
+    },
 }
 
 /// An async stream of [`Event`]s; see [`PeerRelay::events`](crate::PeerRelay::events).
@@ -83,12 +99,22 @@ impl Events {
             };
             match delivery {
                 Delivery::Event(event) => return Poll::Ready(Some(event)),
-                Delivery::Message { from, data } => {
+                Delivery::Message {
+                    from,
+                    data,
+                    path_len,
+                } => {
                     self.queued_bytes
                         .fetch_sub(data.get().len(), Ordering::Relaxed);
                     // The core checked the JSON (and its depth) before delivering it.
                     match serde_json::from_str(data.get()) {
-                        Ok(data) => return Poll::Ready(Some(Event::Message { from, data })),
+                        Ok(data) => {
+                            return Poll::Ready(Some(Event::Message {
+                                from,
+                                data,
+                                path_len,
+                            }));
+                        }
                         Err(err) => tracing::warn!(%from, %err, "undecodable message skipped"),
                     }
                 }

@@ -1,6 +1,6 @@
 //! # peer-relay
 //!
-//! A peer-to-peer message relay over WebSockets, wire-compatible with the JavaScript
+//! A peer-to-peer message relay over WebSockets and WebRTC data channels, wire-compatible with the JavaScript
 //! [`peer-relay`](https://www.npmjs.com/package/peer-relay) 0.0.2: every peer has a random
 //! 160-bit id, keeps a few direct links, and relays messages hop by hop towards the peer
 //! XOR-closest to the target. Send to any id; you need no direct link to it.
@@ -21,7 +21,7 @@
 //! joiner.send(hub.id(), &"hello").await?; // queued until the first link is up
 //! let mut events = hub.events();
 //! while let Some(event) = events.next().await {
-//!     if let Event::Message { from, data } = event {
+//!     if let Event::Message { from, data, .. } = event {
 //!         assert_eq!((from, data), (joiner.id(), serde_json::json!("hello")));
 //!         break;
 //!     }
@@ -44,14 +44,16 @@ mod error;
 mod event;
 mod options;
 mod relay;
+mod session;
 
 pub use error::Error;
 pub use event::{Event, Events};
-pub use options::Options;
+pub use options::{IceServer, Options, WebRtcOptions};
 pub use relay::PeerRelay;
 
 pub use peer_relay_core::{
     Config, ConnectFailure, Forwarding, LinkSelection, PeerId, Routing, Sizes, Stats as NodeStats,
+    Transport,
 };
 
 /// What the driver counts, beside the node's own [`NodeStats`].
@@ -69,7 +71,14 @@ pub struct DriverStats {
     pub inbound_refused: u64,
     /// WebSocket dials that failed or timed out.
     pub dials_failed: u64,
-    /// Connections open or being dialled now.
+    /// WebRTC sessions that ended before their data channel opened (timeout, ICE failure).
+    pub webrtc_failed: u64,
+    /// Remote WebRTC signals ignored: malformed, unexpected (e.g. a renegotiation), refused
+    /// by the stack, or past `WebRtcOptions::max_remote_candidates`.
+    pub webrtc_signals_ignored: u64,
+    /// WebRTC sessions that ran without mDNS because its socket could not be opened.
+    pub webrtc_without_mdns: u64,
+    /// Connections open, being dialled, or WebRTC sessions, now.
     pub connections: usize,
 }
 

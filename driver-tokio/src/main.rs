@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::process::ExitCode;
 
 use clap::Parser;
-use peer_relay::{Config, Event, Options, PeerId, PeerRelay};
+use peer_relay::{Config, Event, IceServer, Options, PeerId, PeerRelay, Transport, WebRtcOptions};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -17,10 +17,10 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 const JSON_SCHEMA: &str = r#"--json mode (a stable contract):
   stdout, one JSON object per line:
     {"event":"ready","id":"<40 lowercase hex>","url":"ws://..." or null}   first line, once listening
-    {"event":"peer","id":"<hex>","transport":"websocket"}   a direct link formed
+    {"event":"peer","id":"<hex>","transport":"websocket"|"webrtc"}   a direct link formed
     {"event":"peer-removed","id":"<hex>"}                  a direct link closed
-    {"event":"message","from":"<hex>","data":<any JSON>}
-    {"event":"error","message":"..."}                       bad input, refused command, failed dial
+    {"event":"message","from":"<hex>","data":<any JSON>,"path_len":N}   N = 1: direct
+    {"event":"error","message":"..."}      bad input, refused command, failed dial or WebRTC session
   stdin, one JSON object per line:
     {"cmd":"send","to":"<hex>","data":<JSON>}
     {"cmd":"connect","id":"<hex>"}
@@ -57,6 +57,12 @@ struct Cli {
     /// keep their defaults), e.g. '{"target_links":1,"link_selection":"nearest-to-self"}'.
     #[arg(long, value_name = "JSON", value_parser = parse_config)]
     config: Option<Config>,
+    /// Do not link over WebRTC (links are WebSockets only, as without `wrtc` in the original).
+    #[arg(long)]
+    no_webrtc: bool,
+    /// A STUN server url for WebRTC (repeatable; default none: host candidates only).
+    #[arg(long, value_name = "URL")]
+    stun: Vec<String>,
     /// Speak JSON lines on stdout/stdin instead of printing for humans.
     #[arg(long)]
     json: bool,
@@ -76,6 +82,18 @@ impl Cli {
             advertise: self.advertise.clone(),
             bootstrap,
             config: self.config.clone().unwrap_or_default(),
+            webrtc: !self.no_webrtc,
+            rtc: WebRtcOptions {
+                ice_servers: self
+                    .stun
+                    .iter()
+                    .map(|url| IceServer {
+                        urls: vec![url.clone()],
+                        ..IceServer::default()
+                    })
+                    .collect(),
+                ..WebRtcOptions::default()
+            },
             ..Options::default()
         }
     }
@@ -99,6 +117,7 @@ enum Line<'a> {
     Message {
         from: PeerId,
         data: &'a serde_json::Value,
+        path_len: usize,
     },
     Error {
         message: String,
@@ -126,19 +145,30 @@ impl Printer {
 
     fn event(&self, event: &Event) {
         match event {
-            Event::Peer(id) => self.print(&Line::Peer {
+            Event::Peer(id, transport) => self.print(&Line::Peer {
                 id: *id,
-                transport: "websocket",
+                transport: match transport {
+                    Transport::WebSocket => "websocket",
+                    Transport::WebRtc => "webrtc",
+                },
             }),
             Event::PeerRemoved(id) => self.print(&Line::PeerRemoved { id: *id }),
-            Event::Message { from, data } => self.print(&Line::Message { from: *from, data }),
-            Event::ConnectFailed { peer, reason } => self.error(format!(
-                "connect to {peer} failed: {}",
-                serde_json::to_value(reason)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default()
+            Event::Message {
+                from,
+                data,
+                path_len,
+            } => self.print(&Line::Message {
+                from: *from,
+                data,
+                path_len: *path_len,
+            }),
+            Event::WebRtcFailed { peer, reason } => self.error(format!(
+                "webrtc session with {peer} failed: {}",
+                kebab(reason)
             )),
+            Event::ConnectFailed { peer, reason } => {
+                self.error(format!("connect to {peer} failed: {}", kebab(reason)));
+            }
             Event::BootstrapFailed {
                 url,
                 attempt,
@@ -155,15 +185,23 @@ impl Printer {
     }
 }
 
+/// A failure reason as its JSON (kebab-case) name.
+fn kebab(reason: &peer_relay::ConnectFailure) -> String {
+    serde_json::to_value(reason)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
 fn human(line: &Line<'_>) -> String {
     match line {
         Line::Ready { id, url } => format!(
             "peer-relay node\n  id   {id}\n  url  {}",
             url.unwrap_or("(no server: dial-out only)")
         ),
-        Line::Peer { id, .. } => format!("peer joined  {id}"),
+        Line::Peer { id, transport } => format!("peer joined  {id} ({transport})"),
         Line::PeerRemoved { id } => format!("peer left    {id}"),
-        Line::Message { from, data } => format!("message from {from}: {data}"),
+        Line::Message { from, data, .. } => format!("message from {from}: {data}"),
         Line::Error { message } => format!("error: {message}"),
     }
 }

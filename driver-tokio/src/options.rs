@@ -33,10 +33,13 @@ pub struct Options {
     pub advertise: Option<String>,
     /// WebSocket urls of peers already in the network.
     pub bootstrap: Vec<String>,
-    /// Link over WebRTC data channels. Not wired up in this driver yet: `true` makes
-    /// [`PeerRelay::new`](crate::PeerRelay::new) fail with
-    /// [`Error::WebRtcUnavailable`](crate::Error::WebRtcUnavailable).
+    /// Link over WebRTC data channels where the other peer supports them (the JS original's
+    /// `wrtc`): answers to our `handshake-offer` saying `wrtc: true` start a WebRTC session,
+    /// with the signals relayed through the network, and our answers say `wrtc: true`.
+    /// Default on. The session falls back to the peer's WebSocket url if it fails.
     pub webrtc: bool,
+    /// The WebRTC stack's settings (ICE servers, bind addresses, mDNS, bounds).
+    pub rtc: WebRtcOptions,
     /// The protocol configuration. Its `advertised_url` and `webrtc` fields are set from the
     /// options above.
     pub config: Config,
@@ -60,11 +63,57 @@ impl Default for Options {
             listen_addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
             advertise: None,
             bootstrap: Vec::new(),
-            webrtc: false,
+            webrtc: true,
+            rtc: WebRtcOptions::default(),
             config: Config::default(),
             connect_timeout: Duration::from_secs(10),
             send_queue_bytes: 4 << 20,
             event_queue_bytes: 16 << 20,
+        }
+    }
+}
+
+/// A STUN or TURN server for WebRTC sessions.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IceServer {
+    /// `stun:host:port` / `turn:host:port?transport=udp` urls.
+    pub urls: Vec<String>,
+    /// TURN user name (empty for STUN).
+    pub username: String,
+    /// TURN password (empty for STUN).
+    pub credential: String,
+}
+
+/// How WebRTC sessions run; see [`Options::rtc`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebRtcOptions {
+    /// STUN/TURN servers. Default none: host candidates only, which link peers on one
+    /// machine or one LAN. (The original defaults to public STUN servers.)
+    pub ice_servers: Vec<IceServer>,
+    /// Local UDP addresses to gather host candidates on; port 0 picks a free one per
+    /// session. A wildcard (`0.0.0.0:0`) stands for every non-loopback interface, so the
+    /// default, `127.0.0.1:0` and `0.0.0.0:0`, covers loopback and the machine's networks.
+    pub bind: Vec<SocketAddr>,
+    /// Resolve the remote peer's mDNS (`.local`) host candidates, which is how Chromium
+    /// hides its addresses. Needs a multicast route; where the mDNS socket cannot be opened
+    /// the session runs without it (counted in
+    /// [`DriverStats::webrtc_without_mdns`](crate::DriverStats)). Default on.
+    pub mdns: bool,
+    /// Remote ICE candidates one session accepts at most; more are ignored and counted in
+    /// [`DriverStats::webrtc_signals_ignored`](crate::DriverStats). Default 64.
+    pub max_remote_candidates: usize,
+}
+
+impl Default for WebRtcOptions {
+    fn default() -> Self {
+        WebRtcOptions {
+            ice_servers: Vec::new(),
+            bind: vec![
+                SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
+                SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+            ],
+            mdns: true,
+            max_remote_candidates: 64,
         }
     }
 }
@@ -86,8 +135,10 @@ impl Options {
 
     /// Checks what the core's `Config::validate` cannot see.
     pub(crate) fn validate(&self) -> Result<(), Error> {
-        if self.webrtc {
-            return Err(Error::WebRtcUnavailable);
+        if self.webrtc && self.rtc.bind.is_empty() {
+            return Err(Error::InvalidOptions(
+                "WebRTC needs at least one address in `rtc.bind`".into(),
+            ));
         }
         if self.port.is_none() && self.advertise.is_some() {
             return Err(Error::InvalidOptions(
@@ -131,10 +182,18 @@ mod tests {
     #[test]
     fn contradictions_are_refused() {
         let webrtc = Options {
-            webrtc: true,
+            rtc: WebRtcOptions {
+                bind: Vec::new(),
+                ..WebRtcOptions::default()
+            },
             ..Options::default()
         };
-        assert!(matches!(webrtc.validate(), Err(Error::WebRtcUnavailable)));
+        assert!(matches!(webrtc.validate(), Err(Error::InvalidOptions(_))));
+        let ws_only = Options {
+            webrtc: false,
+            ..webrtc
+        };
+        assert!(ws_only.validate().is_ok());
         let advertise_without_server = Options {
             advertise: Some("ws://x:1".into()),
             ..Options::default()

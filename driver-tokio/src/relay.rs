@@ -9,10 +9,12 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::connection;
+use webrtc::peer_connection::RTCIceServer;
+
 use crate::driver::{Command, Driver, Setup};
 use crate::event::{Events, Subscriber};
 use crate::{Error, Options, Stats};
+use crate::{connection, session};
 
 /// Commands that may wait for the driver; past this, `send` waits (backpressure).
 const COMMAND_QUEUE: usize = 1024;
@@ -37,8 +39,8 @@ const COMMAND_QUEUE: usize = 1024;
 /// let mut events = relay.events();
 /// while let Some(event) = events.next().await {
 ///     match event {
-///         Event::Peer(id) => relay.send(id, &serde_json::json!({"hello": "there"})).await?,
-///         Event::Message { from, data } => println!("{from}: {data}"),
+///         Event::Peer(id, _) => relay.send(id, &serde_json::json!({"hello": "there"})).await?,
+///         Event::Message { from, data, .. } => println!("{from}: {data}"),
 ///         _ => {}
 ///     }
 /// }
@@ -69,7 +71,7 @@ impl PeerRelay {
     pub async fn new(options: Options) -> Result<PeerRelay, Error> {
         options.validate()?;
         let mut config = options.config.clone();
-        config.webrtc = false;
+        config.webrtc = options.webrtc;
         for url in &options.bootstrap {
             if !peer_relay_core::node::is_ws_url(url) {
                 return Err(Error::InvalidOptions(format!(
@@ -123,6 +125,23 @@ impl PeerRelay {
             connect_timeout: options.connect_timeout,
             send_queue_bytes: options.send_queue_bytes,
             bootstrap: options.bootstrap,
+            webrtc: Arc::new(session::Settings {
+                ice_servers: options
+                    .rtc
+                    .ice_servers
+                    .iter()
+                    .map(|server| RTCIceServer {
+                        urls: server.urls.clone(),
+                        username: server.username.clone(),
+                        credential: server.credential.clone(),
+                    })
+                    .collect(),
+                bind: options.rtc.bind.clone(),
+                mdns: options.rtc.mdns,
+                max_remote_candidates: options.rtc.max_remote_candidates,
+                send_buffer_bytes: options.send_queue_bytes,
+                counters: session::Counters::default(),
+            }),
         });
         Ok(PeerRelay {
             inner: Arc::new(Inner {

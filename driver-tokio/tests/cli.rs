@@ -23,7 +23,8 @@ struct Node {
 impl Node {
     async fn start(args: &[&str]) -> Node {
         let mut child = Command::new(BIN)
-            .arg("--json")
+            // WebRTC is tested in a private network namespace (`tests/`): WebSockets here.
+            .args(["--json", "--no-webrtc"])
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -137,9 +138,15 @@ async fn link_and_messages_both_ways() {
     a.command(&json!({"cmd": "send", "to": b_id, "data": null}).to_string())
         .await;
     let got = a.expect_event("message", "from", &b_id).await;
-    assert_eq!(got, json!({"event": "message", "from": b_id, "data": data}));
+    assert_eq!(
+        got,
+        json!({"event": "message", "from": b_id, "data": data, "path_len": 1})
+    );
     let got = b.expect_event("message", "from", &a_id).await;
-    assert_eq!(got, json!({"event": "message", "from": a_id, "data": null}));
+    assert_eq!(
+        got,
+        json!({"event": "message", "from": a_id, "data": null, "path_len": 1})
+    );
 }
 
 #[tokio::test]
@@ -216,7 +223,7 @@ async fn a_taken_port_is_an_error_event_and_a_failure_exit() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
     let output = Command::new(BIN)
-        .args(["--json", "--port", &port])
+        .args(["--json", "--no-webrtc", "--port", &port])
         .stdin(Stdio::null())
         .output()
         .await
@@ -247,7 +254,7 @@ async fn help_documents_the_flags_and_the_json_schema() {
 async fn human_mode_prints_id_url_and_peers() {
     let mut hub = Node::start(&["--port", "0"]).await;
     let mut human = Command::new(BIN)
-        .args(["--port", "0", "--bootstrap", hub.url()])
+        .args(["--no-webrtc", "--port", "0", "--bootstrap", hub.url()])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .kill_on_drop(true)
@@ -266,7 +273,7 @@ async fn human_mode_prints_id_url_and_peers() {
     let id = id_line.trim().strip_prefix("id").unwrap().trim().to_owned();
     assert_eq!(id.len(), 40);
     assert!(next().await.trim().starts_with("url  ws://127.0.0.1:"));
-    assert_eq!(next().await, format!("peer joined  {}", hub.id));
+    assert_eq!(next().await, format!("peer joined  {} (websocket)", hub.id));
     hub.expect_event("peer", "id", &id).await;
     hub.command(r#"{"cmd":"destroy"}"#).await;
     assert_eq!(next().await, format!("peer left    {}", hub.id));
@@ -276,7 +283,7 @@ async fn human_mode_prints_id_url_and_peers() {
 async fn logs_go_to_stderr_at_the_rust_log_level() {
     let run = |level: &'static str| async move {
         let mut child = Command::new(BIN)
-            .args(["--json", "--port", "0"])
+            .args(["--json", "--no-webrtc", "--port", "0"])
             .env("RUST_LOG", level)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

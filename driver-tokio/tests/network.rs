@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use peer_relay::{Config, Error, Event, Events, LinkSelection, Options, PeerId, PeerRelay};
+use peer_relay::{
+    Config, Error, Event, Events, LinkSelection, Options, PeerId, PeerRelay, Transport,
+};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
@@ -14,17 +16,26 @@ use tokio_tungstenite::tungstenite::Message;
 /// Longest wait for any one expected event; a failing test fails here instead of hanging.
 const WAIT: Duration = Duration::from_secs(10);
 
+/// Options for the WebSocket tests: WebRTC off, so that no test here gathers candidates
+/// outside loopback (the WebRTC tests run in a private network namespace, `tests/`).
+fn ws_only() -> Options {
+    Options {
+        webrtc: false,
+        ..Options::default()
+    }
+}
+
 fn server() -> Options {
     Options {
         port: Some(0),
-        ..Options::default()
+        ..ws_only()
     }
 }
 
 fn joining(url: &str) -> Options {
     Options {
         bootstrap: vec![url.to_owned()],
-        ..Options::default()
+        ..ws_only()
     }
 }
 
@@ -70,7 +81,7 @@ async fn expect<T>(
 
 async fn expect_peer(events: &mut Events, peer: PeerId) {
     expect(events, &format!("peer {peer}"), |e| {
-        (*e == Event::Peer(peer)).then_some(())
+        (*e == Event::Peer(peer, Transport::WebSocket)).then_some(())
     })
     .await
 }
@@ -86,7 +97,7 @@ async fn expect_removed(events: &mut Events, peer: PeerId) {
 async fn expect_message(events: &mut Events, from: PeerId) -> serde_json::Value {
     let what = format!("message from {from}");
     expect(events, &what, |e| match e {
-        Event::Message { from: f, data } if *f == from => Some(data.clone()),
+        Event::Message { from: f, data, .. } if *f == from => Some(data.clone()),
         _ => None,
     })
     .await
@@ -155,7 +166,7 @@ async fn relay_through_a_middle_peer() {
         port: Some(0),
         bootstrap,
         config: line(),
-        ..Options::default()
+        ..ws_only()
     };
     let hub = start(line_node(vec![])).await;
     let mut hub_events = hub.events();
@@ -244,7 +255,7 @@ async fn destroy_frees_the_port_and_ends_everything() {
     // A new node can serve on the same port.
     let again = start(Options {
         port: Some(addr.port()),
-        ..Options::default()
+        ..ws_only()
     })
     .await;
     assert_eq!(url(&again), url(&a));
@@ -268,7 +279,7 @@ async fn unreachable_bootstrap_is_retried_with_backoff_and_reported() {
     let joiner = start(Options {
         bootstrap: vec![target.clone()],
         config,
-        ..Options::default()
+        ..ws_only()
     })
     .await;
     let mut events = joiner.events();
@@ -292,7 +303,7 @@ async fn unreachable_bootstrap_is_retried_with_backoff_and_reported() {
     // Once something listens there, a retry links.
     let late = start(Options {
         port: Some(addr.port()),
-        ..Options::default()
+        ..ws_only()
     })
     .await;
     expect_peer(&mut events, late.id()).await;
@@ -309,7 +320,7 @@ async fn a_dial_that_never_upgrades_times_out_and_is_reported() {
     let joiner = start(Options {
         bootstrap: vec![target.clone()],
         connect_timeout: Duration::from_millis(200),
-        ..Options::default()
+        ..ws_only()
     })
     .await;
     let failed = expect(&mut joiner.events(), "bootstrap failure", |e| match e {
@@ -328,16 +339,23 @@ async fn options_errors_are_typed() {
     let port = taken.local_addr().unwrap().port();
     let in_use = PeerRelay::new(Options {
         port: Some(port),
-        ..Options::default()
+        ..ws_only()
     })
     .await;
     assert!(matches!(in_use, Err(Error::Listen { .. })), "{in_use:?}");
     let webrtc = PeerRelay::new(Options {
         webrtc: true,
-        ..Options::default()
+        rtc: peer_relay::WebRtcOptions {
+            bind: Vec::new(),
+            ..peer_relay::WebRtcOptions::default()
+        },
+        ..ws_only()
     })
     .await;
-    assert!(matches!(webrtc, Err(Error::WebRtcUnavailable)));
+    assert!(
+        matches!(webrtc, Err(Error::InvalidOptions(_))),
+        "{webrtc:?}"
+    );
     let bad_url = PeerRelay::new(joining("http://127.0.0.1:1")).await;
     assert!(matches!(bad_url, Err(Error::InvalidOptions(_))));
     let bad_config = PeerRelay::new(Options {
@@ -345,11 +363,11 @@ async fn options_errors_are_typed() {
             k: 0,
             ..Config::default()
         },
-        ..Options::default()
+        ..ws_only()
     })
     .await;
     assert!(matches!(bad_config, Err(Error::Node(_))));
-    let node = start(Options::default()).await;
+    let node = start(ws_only()).await;
     let own = node.send(node.id(), "me").await;
     assert!(matches!(
         own,
@@ -421,7 +439,10 @@ async fn a_slow_event_reader_loses_messages_counted_not_links() {
     // and counted.
     assert_eq!(a.stats().await.unwrap().driver.events_dropped, 16);
     let mut slow = slow;
-    assert_eq!(slow.next().await, Some(Event::Peer(b.id())));
+    assert_eq!(
+        slow.next().await,
+        Some(Event::Peer(b.id(), Transport::WebSocket))
+    );
     for n in 0..4 {
         assert_eq!(expect_message(&mut slow, b.id()).await, message(n));
     }

@@ -162,7 +162,7 @@ impl Progress {
 async fn expect_peer(events: &mut peer_relay::Events, peer: PeerId) {
     tokio::time::timeout(WAIT, async {
         while let Some(event) = events.next().await {
-            if event == Event::Peer(peer) {
+            if matches!(event, Event::Peer(id, _) if id == peer) {
                 return;
             }
         }
@@ -183,6 +183,7 @@ async fn rust_chain(messages: u64, window: u64) -> Outcome {
             refresh_interval: None,
             ..Config::default()
         },
+        webrtc: false,
         ..Options::default()
     };
     let b = PeerRelay::new(line(vec![])).await.unwrap();
@@ -208,7 +209,7 @@ async fn rust_chain(messages: u64, window: u64) -> Outcome {
                 let Ok(Some(event)) = tokio::time::timeout(IDLE, c_events.next()).await else {
                     break;
                 };
-                let Event::Message { from: f, data } = event else {
+                let Event::Message { from: f, data, .. } = event else {
                     continue;
                 };
                 let Some(seq) = data["seq"].as_u64().filter(|_| f == from) else {

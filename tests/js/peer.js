@@ -2,32 +2,46 @@
 // A JS peer (the original peer-relay 0.0.2) behind the same JSON-lines contract as the Rust
 // `peer-relay --json` binary, so tests drive both the same way.
 //
-//   node peer.js [PORT [URL...]] [--port PORT] [--bootstrap URL]... [--no-populate]
+//   node peer.js [PORT [URL...]] [--port PORT] [--bootstrap URL]... [--no-populate] [--wrtc]
 //
 // stdout: {"event":"ready"|"peer"|"peer-removed"|"message"|"error", ...} one per line
 // stdin:  {"cmd":"send"|"connect"|"disconnect"|"destroy", ...} one per line; EOF = destroy
 //
 // --no-populate switches off the original's automatic linking to discovered peers (its
-// `_populate`), so that a chain A - B - C stays a chain. Nothing else is changed.
+// `_populate`), so that a chain A - B - C stays a chain. --wrtc gives the original
+// `@roamhq/wrtc` as its `wrtc` option, so it links over WebRTC. Nothing else is changed.
+// `peer` lines say the link's transport and `message` lines the envelope's path length (1 =
+// direct), read from the original's own objects.
 'use strict'
 
 const readline = require('readline')
 const PeerRelay = require('peer-relay')
+const Router = require('peer-relay/lib/router')
+
+// The path length of the envelope being delivered: the router emits `message` synchronously
+// from `_onMessage`, so the envelope seen last is the one delivered.
+let lastPathLen = null
+const routerOnMessage = Router.prototype._onMessage
+Router.prototype._onMessage = function (msg) {
+  lastPathLen = msg && Array.isArray(msg.path) ? msg.path.length : null
+  return routerOnMessage.call(this, msg)
+}
 
 function usage (message) {
   process.stderr.write(`peer.js: ${message}\n` +
-    'usage: node peer.js [PORT [URL...]] [--port PORT] [--bootstrap URL]... [--no-populate]\n')
+    'usage: node peer.js [PORT [URL...]] [--port PORT] [--bootstrap URL]... [--no-populate] [--wrtc]\n')
   process.exit(2)
 }
 
 function parseArgs (argv) {
-  const opts = { port: undefined, bootstrap: [], populate: true }
+  const opts = { port: undefined, bootstrap: [], populate: true, wrtc: false }
   const positional = []
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]
     if (arg === '--port') opts.port = parsePort(argv[++i])
     else if (arg === '--bootstrap') opts.bootstrap.push(argv[++i] || usage('--bootstrap needs a url'))
     else if (arg === '--no-populate') opts.populate = false
+    else if (arg === '--wrtc') opts.wrtc = true
     else if (arg === '--json') continue // always JSON; accepted for symmetry with the Rust CLI
     else if (arg.startsWith('--')) usage(`unknown flag ${arg}`)
     else positional.push(arg)
@@ -77,10 +91,20 @@ process.on('uncaughtException', (err) => {
   process.exit(1)
 })
 
-const peer = new PeerRelay({ port: opts.port, bootstrap: opts.bootstrap })
+const peer = new PeerRelay({
+  port: opts.port,
+  bootstrap: opts.bootstrap,
+  wrtc: opts.wrtc ? require('@roamhq/wrtc') : undefined
+})
 
-peer.on('peer', (id) => emit({ event: 'peer', id: id.toString('hex'), transport: 'websocket' }))
-peer.on('message', (data, from) => emit({ event: 'message', from: from.toString('hex'), data: data }))
+function transportOf (id) {
+  const channel = peer.peers.get(id)
+  return channel && channel._sp ? 'webrtc' : 'websocket'
+}
+peer.on('peer', (id) => emit({ event: 'peer', id: id.toString('hex'), transport: transportOf(id) }))
+peer.on('message', (data, from) => emit({
+  event: 'message', from: from.toString('hex'), data: data, path_len: lastPathLen
+}))
 // The original emits nothing when a link closes; its routing table does.
 peer.peers.on('removed', (channel) => emit({ event: 'peer-removed', id: channel.id.toString('hex') }))
 

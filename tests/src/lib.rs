@@ -5,6 +5,8 @@
 //! behind the same JSON-lines contract as the `peer-relay --json` binary. Tests written
 //! against [`Peer`] run unchanged with every mix of kinds.
 
+pub mod netns;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -25,6 +27,9 @@ pub enum Kind {
     Rust,
     /// The JS original in a `node` child process.
     Js,
+    /// The JS original's browser bundle in a headless Chromium page (`js/browser.js`): no
+    /// server, links over WebRTC. Needs [`browser_available`].
+    Browser,
 }
 
 /// How to start a peer.
@@ -38,13 +43,17 @@ pub struct Spec {
     /// peers use the nearest-to-self strategy with one target link, JS peers get
     /// `--no-populate`.
     pub no_populate: bool,
+    /// Link over WebRTC where the other side can: Rust peers keep `Options::webrtc` on, JS
+    /// peers get `--wrtc` (`@roamhq/wrtc`). Off, links are WebSockets only. Tests with it on
+    /// must run in a private network namespace ([`netns`]).
+    pub webrtc: bool,
 }
 
 /// What a peer reports, whichever kind it is.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PeerEvent {
-    /// A direct link formed.
-    Peer(PeerId),
+    /// A direct link formed, over this transport (`websocket` or `webrtc`).
+    Peer(PeerId, String),
     /// A direct link closed.
     PeerRemoved(PeerId),
     /// A message arrived.
@@ -53,6 +62,8 @@ pub enum PeerEvent {
         from: PeerId,
         /// Its data.
         data: Value,
+        /// Peers it passed through, the sender included (1 = direct), where known.
+        path_len: Option<usize>,
     },
     /// Anything reported as an error (refused commands, failed dials, a JS crash).
     Error(String),
@@ -95,13 +106,22 @@ pub fn js_available() -> bool {
         .map(|out| out.status.success())
         .unwrap_or(false)
     {
-        let package = js_dir().join("node_modules/peer-relay/package.json");
-        (!package.exists()).then(|| {
-            format!(
-                "{} is missing: run `npm ci --prefix tests/js`",
-                package.display()
-            )
-        })
+        // Everything tests/js/package-lock.json pins (the WebRTC tests need the last two).
+        ["peer-relay", "@roamhq/wrtc", "playwright-core"]
+            .iter()
+            .map(|name| {
+                js_dir()
+                    .join("node_modules")
+                    .join(name)
+                    .join("package.json")
+            })
+            .find(|package| !package.exists())
+            .map(|package| {
+                format!(
+                    "{} is missing: run `npm ci --prefix tests/js`",
+                    package.display()
+                )
+            })
     } else {
         Some("`node` is not on PATH".to_owned())
     };
@@ -121,12 +141,30 @@ pub fn js_available() -> bool {
     }
 }
 
+/// Whether browser peers can run: the JS side ([`js_available`]) and Debian's Chromium at
+/// `/usr/bin/chromium` (or `PEER_RELAY_CHROMIUM`). Under `CI=true` a missing piece fails.
+pub fn browser_available() -> bool {
+    if !js_available() {
+        return false;
+    }
+    let chromium =
+        std::env::var("PEER_RELAY_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
+    if std::path::Path::new(&chromium).exists() {
+        return true;
+    }
+    netns::missing(
+        "a browser test",
+        &format!("Chromium at {chromium} (`apt-get install -y chromium`)"),
+    )
+}
+
 impl Peer {
     /// Starts a peer and returns once it is listening (if it serves) and knows its id.
     pub async fn start(kind: Kind, spec: &Spec) -> Peer {
         match kind {
             Kind::Rust => Self::start_rust(spec).await,
-            Kind::Js => Self::start_js(spec).await,
+            Kind::Js => Self::start_js(spec, "peer.js").await,
+            Kind::Browser => Self::start_js(spec, "browser.js").await,
         }
     }
 
@@ -145,6 +183,7 @@ impl Peer {
             port: spec.server.then_some(0),
             bootstrap: spec.bootstrap.clone(),
             config,
+            webrtc: spec.webrtc,
             ..Options::default()
         })
         .await
@@ -158,9 +197,14 @@ impl Peer {
         }
     }
 
-    async fn start_js(spec: &Spec) -> Peer {
+    async fn start_js(spec: &Spec, script: &str) -> Peer {
+        let kind = if script == "peer.js" {
+            Kind::Js
+        } else {
+            Kind::Browser
+        };
         let mut command = Command::new("node");
-        command.arg(js_dir().join("peer.js"));
+        command.arg(js_dir().join(script));
         if spec.server {
             command.args(["--port", "0"]);
         }
@@ -169,6 +213,9 @@ impl Peer {
         }
         if spec.no_populate {
             command.arg("--no-populate");
+        }
+        if spec.webrtc {
+            command.arg("--wrtc");
         }
         let mut child = command
             .stdin(Stdio::piped())
@@ -188,7 +235,7 @@ impl Peer {
         let id = ready["id"].as_str().expect("id").parse().expect("hex id");
         let url = ready["url"].as_str().map(str::to_owned);
         Peer {
-            kind: Kind::Js,
+            kind,
             id,
             url,
             inner: Inner::Js(Box::new(process)),
@@ -205,10 +252,23 @@ impl Peer {
         match &mut self.inner {
             Inner::Rust { events, .. } => loop {
                 match events.next().await? {
-                    Event::Peer(id) => return Some(PeerEvent::Peer(id)),
+                    Event::Peer(id, transport) => {
+                        return Some(PeerEvent::Peer(id, transport.to_string()));
+                    }
                     Event::PeerRemoved(id) => return Some(PeerEvent::PeerRemoved(id)),
-                    Event::Message { from, data } => {
-                        return Some(PeerEvent::Message { from, data });
+                    Event::Message {
+                        from,
+                        data,
+                        path_len,
+                    } => {
+                        return Some(PeerEvent::Message {
+                            from,
+                            data,
+                            path_len: Some(path_len),
+                        });
+                    }
+                    Event::WebRtcFailed { peer, reason } => {
+                        return Some(PeerEvent::Error(format!("webrtc {peer}: {reason:?}")));
                     }
                     Event::ConnectFailed { peer, reason } => {
                         return Some(PeerEvent::Error(format!("connect {peer}: {reason:?}")));
@@ -228,11 +288,17 @@ impl Peer {
                         .unwrap_or_else(|| panic!("JS peer printed a bad id in {line}"))
                 };
                 Some(match line["event"].as_str() {
-                    Some("peer") => PeerEvent::Peer(id("id")),
+                    Some("peer") => PeerEvent::Peer(
+                        id("id"),
+                        line["transport"].as_str().unwrap_or("websocket").to_owned(),
+                    ),
                     Some("peer-removed") => PeerEvent::PeerRemoved(id("id")),
                     Some("message") => PeerEvent::Message {
                         from: id("from"),
                         data: line["data"].clone(),
+                        path_len: line["path_len"]
+                            .as_u64()
+                            .and_then(|n| usize::try_from(n).ok()),
                     },
                     Some("error") => PeerEvent::Error(line["message"].to_string()),
                     _ => panic!("JS peer printed an unknown line: {line}"),
@@ -273,9 +339,17 @@ impl Peer {
 
     /// Waits for a link to `peer`.
     pub async fn expect_peer(&mut self, peer: PeerId) {
+        self.expect_link(peer).await;
+    }
+
+    /// Waits for a link to `peer` and returns its transport (`websocket` or `webrtc`).
+    pub async fn expect_link(&mut self, peer: PeerId) -> String {
         let what = format!("peer {peer}");
-        self.expect(&what, |e| (*e == PeerEvent::Peer(peer)).then_some(()))
-            .await;
+        self.expect(&what, |e| match e {
+            PeerEvent::Peer(id, transport) if *id == peer => Some(transport.clone()),
+            _ => None,
+        })
+        .await
     }
 
     /// Waits for the link to `peer` to close.
@@ -289,9 +363,18 @@ impl Peer {
 
     /// Waits for a message from `from` and returns its data.
     pub async fn expect_message(&mut self, from: PeerId) -> Value {
+        self.expect_routed_message(from).await.0
+    }
+
+    /// Waits for a message from `from` and returns its data and path length.
+    pub async fn expect_routed_message(&mut self, from: PeerId) -> (Value, Option<usize>) {
         let what = format!("message from {from}");
         self.expect(&what, |e| match e {
-            PeerEvent::Message { from: f, data } if *f == from => Some(data.clone()),
+            PeerEvent::Message {
+                from: f,
+                data,
+                path_len,
+            } if *f == from => Some((data.clone(), *path_len)),
             _ => None,
         })
         .await

@@ -1,0 +1,350 @@
+//! WebRTC links with their signaling relayed through the overlay, each test in its own private
+//! network namespace (see `peer_relay_interop::netns`): two peers without a WebSocket server,
+//! both joined through a third (ws) peer, link directly over a data channel, Rust with Rust
+//! and Rust with the JS original (`@roamhq/wrtc` in Node). Failures fall back to WebSockets.
+
+use std::time::Duration;
+
+use peer_relay::{Config, ConnectFailure, Event, Events, LinkSelection, Options, PeerRelay};
+use peer_relay_interop::netns::{inside, runtime};
+use peer_relay_interop::{Kind, Peer, Spec, WAIT, browser_available, js_available};
+use serde_json::json;
+
+/// A config that links nothing by itself beyond the first link: links come from `connect`.
+fn no_populate() -> Config {
+    Config {
+        link_selection: LinkSelection::NearestToSelf,
+        target_links: 1,
+        refresh_interval: None,
+        ..Config::default()
+    }
+}
+
+async fn hub() -> PeerRelay {
+    PeerRelay::new(Options {
+        port: Some(0),
+        ..Options::default()
+    })
+    .await
+    .expect("hub starts")
+}
+
+/// A peer without a server, joined through `hub`.
+async fn serverless(hub: &PeerRelay, config: Config) -> PeerRelay {
+    PeerRelay::new(Options {
+        bootstrap: vec![hub.url().expect("hub serves").to_owned()],
+        config,
+        ..Options::default()
+    })
+    .await
+    .expect("peer starts")
+}
+
+async fn next_matching<T>(
+    events: &mut Events,
+    what: &str,
+    mut pick: impl FnMut(&Event) -> Option<T>,
+) -> T {
+    let found = tokio::time::timeout(WAIT, async {
+        while let Some(event) = events.next().await {
+            if let Some(found) = pick(&event) {
+                return Some(found);
+            }
+        }
+        None
+    })
+    .await;
+    match found {
+        Ok(Some(found)) => found,
+        Ok(None) => panic!("events ended while waiting for {what}"),
+        Err(_) => panic!("no {what} within {WAIT:?}"),
+    }
+}
+
+/// Waits for the link to `peer` and returns its transport.
+async fn link_to(events: &mut Events, peer: peer_relay::PeerId) -> peer_relay::Transport {
+    next_matching(events, &format!("link to {peer}"), |e| match e {
+        Event::Peer(id, transport) if *id == peer => Some(*transport),
+        _ => None,
+    })
+    .await
+}
+
+/// Waits for a message from `from`; returns its data and path length.
+async fn message_from(events: &mut Events, from: peer_relay::PeerId) -> (serde_json::Value, usize) {
+    next_matching(events, &format!("message from {from}"), |e| match e {
+        Event::Message {
+            from: f,
+            data,
+            path_len,
+        } if *f == from => Some((data.clone(), *path_len)),
+        _ => None,
+    })
+    .await
+}
+
+/// Both directions over the link between `a` and `b` are direct (path length 1).
+async fn direct_both_ways(a: &PeerRelay, ea: &mut Events, b: &PeerRelay, eb: &mut Events) {
+    a.send(b.id(), &json!({"hello": "b"})).await.unwrap();
+    assert_eq!(message_from(eb, a.id()).await, (json!({"hello": "b"}), 1));
+    b.send(a.id(), &json!(["to", "a"])).await.unwrap();
+    assert_eq!(message_from(ea, b.id()).await, (json!(["to", "a"]), 1));
+}
+
+/// Checks that after the link is up no stray session exists: exactly one connection per
+/// linked peer (late candidates went to the open session) and no failed session.
+async fn no_stray_sessions(relay: &PeerRelay, links: usize) {
+    // Late candidates are trickled within a few hundred milliseconds.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let stats = relay.stats().await.unwrap();
+    assert_eq!(stats.driver.connections, links, "{stats:?}");
+    assert_eq!(stats.driver.webrtc_failed, 0, "{stats:?}");
+    // The namespace has a multicast route: mDNS resolution (needed for Chromium) is on.
+    assert_eq!(stats.driver.webrtc_without_mdns, 0, "{stats:?}");
+}
+
+#[test]
+fn rust_peers_link_over_webrtc_by_discovery() {
+    if !inside("rust_peers_link_over_webrtc_by_discovery") {
+        return;
+    }
+    runtime().block_on(async {
+        let hub = hub().await;
+        let a = serverless(&hub, Config::default()).await;
+        let mut ea = a.events();
+        assert_eq!(
+            link_to(&mut ea, hub.id()).await,
+            peer_relay::Transport::WebSocket
+        );
+        let b = serverless(&hub, Config::default()).await;
+        let mut eb = b.events();
+        // Discovery (findPeers through the hub) links a and b; neither has a server.
+        assert_eq!(
+            link_to(&mut eb, a.id()).await,
+            peer_relay::Transport::WebRtc
+        );
+        assert_eq!(
+            link_to(&mut ea, b.id()).await,
+            peer_relay::Transport::WebRtc
+        );
+        direct_both_ways(&a, &mut ea, &b, &mut eb).await;
+        no_stray_sessions(&a, 2).await;
+        no_stray_sessions(&b, 2).await;
+        for relay in [a, b, hub] {
+            relay.destroy().await;
+        }
+    });
+}
+
+#[test]
+fn rust_peers_link_over_webrtc_by_connect() {
+    if !inside("rust_peers_link_over_webrtc_by_connect") {
+        return;
+    }
+    runtime().block_on(async {
+        let hub = hub().await;
+        let a = serverless(&hub, no_populate()).await;
+        let b = serverless(&hub, no_populate()).await;
+        let (mut ea, mut eb) = (a.events(), b.events());
+        link_to(&mut ea, hub.id()).await;
+        link_to(&mut eb, hub.id()).await;
+        // Relayed through the hub first.
+        a.send(b.id(), &"via hub").await.unwrap();
+        assert_eq!(message_from(&mut eb, a.id()).await, (json!("via hub"), 2));
+        a.connect(b.id()).await.unwrap();
+        assert_eq!(
+            link_to(&mut ea, b.id()).await,
+            peer_relay::Transport::WebRtc
+        );
+        assert_eq!(
+            link_to(&mut eb, a.id()).await,
+            peer_relay::Transport::WebRtc
+        );
+        direct_both_ways(&a, &mut ea, &b, &mut eb).await;
+        no_stray_sessions(&a, 2).await;
+        no_stray_sessions(&b, 2).await;
+        // Closing the data channel is seen on both sides.
+        a.disconnect(b.id()).await.unwrap();
+        next_matching(&mut eb, "link down", |e| {
+            (*e == Event::PeerRemoved(a.id())).then_some(())
+        })
+        .await;
+        for relay in [a, b, hub] {
+            relay.destroy().await;
+        }
+    });
+}
+
+#[test]
+fn webrtc_timeout_falls_back_to_the_peers_websocket() {
+    if !inside("webrtc_timeout_falls_back_to_the_peers_websocket") {
+        return;
+    }
+    runtime().block_on(async {
+        let hub = hub().await;
+        // `a` gives its sessions no time at all: each one times out before its channel can
+        // open, and `a` dials the url from b's handshake-answer instead.
+        let a = serverless(
+            &hub,
+            Config {
+                webrtc_timeout: Duration::from_millis(1),
+                ..no_populate()
+            },
+        )
+        .await;
+        let b = PeerRelay::new(Options {
+            port: Some(0),
+            bootstrap: vec![hub.url().unwrap().to_owned()],
+            config: no_populate(),
+            ..Options::default()
+        })
+        .await
+        .unwrap();
+        let (mut ea, mut eb) = (a.events(), b.events());
+        link_to(&mut ea, hub.id()).await;
+        link_to(&mut eb, hub.id()).await;
+        a.connect(b.id()).await.unwrap();
+        let reason = next_matching(&mut ea, "WebRTC failure", |e| match e {
+            Event::WebRtcFailed { peer, reason } if *peer == b.id() => Some(*reason),
+            _ => None,
+        })
+        .await;
+        assert_eq!(reason, ConnectFailure::Timeout);
+        assert_eq!(
+            link_to(&mut ea, b.id()).await,
+            peer_relay::Transport::WebSocket
+        );
+        direct_both_ways(&a, &mut ea, &b, &mut eb).await;
+        assert_eq!(a.stats().await.unwrap().driver.webrtc_failed, 1);
+        for relay in [a, b, hub] {
+            relay.destroy().await;
+        }
+    });
+}
+
+/// Rust and the JS original (with `@roamhq/wrtc`), both without servers, joined through a
+/// Rust hub; `initiator` sends the handshake-offer, so it creates the WebRTC offer.
+async fn rust_js_link(initiator: Kind) {
+    let mut hub = Peer::start(
+        Kind::Rust,
+        &Spec {
+            server: true,
+            webrtc: true,
+            ..Spec::default()
+        },
+    )
+    .await;
+    let joining = Spec {
+        bootstrap: vec![hub.url().to_owned()],
+        no_populate: true,
+        webrtc: true,
+        ..Spec::default()
+    };
+    let mut rust = Peer::start(Kind::Rust, &joining).await;
+    let mut js = Peer::start(Kind::Js, &joining).await;
+    rust.expect_peer(hub.id).await;
+    js.expect_peer(hub.id).await;
+    hub.expect_peer(rust.id).await;
+    hub.expect_peer(js.id).await;
+    let (first, second) = if initiator == Kind::Rust {
+        (&mut rust, &mut js)
+    } else {
+        (&mut js, &mut rust)
+    };
+    first.connect(second.id).await;
+    assert_eq!(first.expect_link(second.id).await, "webrtc");
+    assert_eq!(second.expect_link(first.id).await, "webrtc");
+    rust.send(js.id, &json!({"from": "rust"})).await;
+    assert_eq!(
+        js.expect_routed_message(rust.id).await,
+        (json!({"from": "rust"}), Some(1))
+    );
+    js.send(rust.id, &json!([1, "js"])).await;
+    assert_eq!(
+        rust.expect_routed_message(js.id).await,
+        (json!([1, "js"]), Some(1))
+    );
+    js.destroy().await;
+    rust.destroy().await;
+    hub.destroy().await;
+}
+
+#[test]
+fn rust_and_js_wrtc_link_rust_initiates() {
+    if !inside("rust_and_js_wrtc_link_rust_initiates") || !js_available() {
+        return;
+    }
+    runtime().block_on(rust_js_link(Kind::Rust));
+}
+
+#[test]
+fn rust_and_js_wrtc_link_js_initiates() {
+    if !inside("rust_and_js_wrtc_link_js_initiates") || !js_available() {
+        return;
+    }
+    runtime().block_on(rust_js_link(Kind::Js));
+}
+
+/// Rust and the JS original's bundle in Chromium (its addresses hidden behind mDNS `.local`
+/// candidates, which the Rust side resolves), joined through a Rust hub; `initiator` sends the
+/// handshake-offer.
+async fn rust_browser_link(initiator: Kind) {
+    let mut hub = Peer::start(
+        Kind::Rust,
+        &Spec {
+            server: true,
+            webrtc: true,
+            ..Spec::default()
+        },
+    )
+    .await;
+    let joining = Spec {
+        bootstrap: vec![hub.url().to_owned()],
+        no_populate: true,
+        webrtc: true,
+        ..Spec::default()
+    };
+    let mut rust = Peer::start(Kind::Rust, &joining).await;
+    let mut page = Peer::start(Kind::Browser, &joining).await;
+    rust.expect_peer(hub.id).await;
+    page.expect_peer(hub.id).await;
+    hub.expect_peer(rust.id).await;
+    hub.expect_peer(page.id).await;
+    let (first, second) = if initiator == Kind::Rust {
+        (&mut rust, &mut page)
+    } else {
+        (&mut page, &mut rust)
+    };
+    first.connect(second.id).await;
+    assert_eq!(first.expect_link(second.id).await, "webrtc");
+    assert_eq!(second.expect_link(first.id).await, "webrtc");
+    rust.send(page.id, &json!({"from": "rust"})).await;
+    assert_eq!(
+        page.expect_routed_message(rust.id).await,
+        (json!({"from": "rust"}), Some(1))
+    );
+    page.send(rust.id, &json!(["from", "chromium"])).await;
+    assert_eq!(
+        rust.expect_routed_message(page.id).await,
+        (json!(["from", "chromium"]), Some(1))
+    );
+    page.destroy().await;
+    rust.destroy().await;
+    hub.destroy().await;
+}
+
+#[test]
+fn rust_and_chromium_link_rust_initiates() {
+    if !inside("rust_and_chromium_link_rust_initiates") || !browser_available() {
+        return;
+    }
+    runtime().block_on(rust_browser_link(Kind::Rust));
+}
+
+#[test]
+fn rust_and_chromium_link_chromium_initiates() {
+    if !inside("rust_and_chromium_link_chromium_initiates") || !browser_available() {
+        return;
+    }
+    runtime().block_on(rust_browser_link(Kind::Browser));
+}
