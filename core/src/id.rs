@@ -184,12 +184,14 @@ impl PeerId {
     }
 
     /// XOR distance between two ids.
+    #[inline]
     pub fn distance(&self, other: &PeerId) -> Distance {
-        let mut d = [0u8; ID_LEN];
-        for (i, byte) in d.iter_mut().enumerate() {
-            *byte = self.0[i] ^ other.0[i];
+        let (a_hi, a_lo) = words(&self.0);
+        let (b_hi, b_lo) = words(&other.0);
+        Distance {
+            hi: a_hi ^ b_hi,
+            lo: a_lo ^ b_lo,
         }
-        Distance(d)
     }
 
     /// Bit `index` (0 = most significant) of the id.
@@ -200,6 +202,7 @@ impl PeerId {
 
     /// Number of leading bits this id shares with `other` (160 when equal). This is the index
     /// of the XOR-distance bucket `other` falls into as seen from `self`.
+    #[inline]
     pub fn common_prefix_len(&self, other: &PeerId) -> usize {
         self.distance(other).leading_zeros()
     }
@@ -421,62 +424,48 @@ impl<'de> Deserialize<'de> for IdBytes {
     }
 }
 
-/// XOR distance between two ids; ordered as a 160-bit unsigned integer.
-#[derive(Clone, Copy, Default)]
-pub struct Distance([u8; ID_LEN]);
-
-impl core::hash::Hash for Distance {
-    fn hash<H: core::hash::Hasher>(&self, state: &mut H) {
-        self.0.hash(state);
-    }
-}
-
-impl PartialEq for Distance {
-    #[inline]
-    fn eq(&self, other: &Distance) -> bool {
-        words(&self.0) == words(&other.0)
-    }
-}
-
-impl Eq for Distance {}
-
-impl PartialOrd for Distance {
-    #[inline]
-    fn partial_cmp(&self, other: &Distance) -> Option<core::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Distance {
-    #[inline]
-    fn cmp(&self, other: &Distance) -> core::cmp::Ordering {
-        words(&self.0).cmp(&words(&other.0))
-    }
+/// XOR distance between two ids; ordered as a 160-bit unsigned integer. Held as two
+/// machine words (high 128 bits, low 32), so building and comparing distances is a few
+/// instructions.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Distance {
+    hi: u128,
+    lo: u32,
 }
 
 impl Distance {
     /// Number of leading zero bits (160 for distance zero).
+    #[inline]
     pub fn leading_zeros(&self) -> usize {
-        let mut zeros = 0;
-        for byte in self.0 {
-            if byte == 0 {
-                zeros += 8;
-            } else {
-                return zeros + byte.leading_zeros() as usize;
-            }
+        if self.hi != 0 {
+            self.hi.leading_zeros() as usize
+        } else {
+            128 + self.lo.leading_zeros() as usize
         }
-        zeros
     }
 
-    /// The raw big-endian bytes.
-    pub fn as_bytes(&self) -> &[u8; ID_LEN] {
-        &self.0
+    /// Bit `index` (0 = most significant).
+    #[inline]
+    pub fn bit(&self, index: usize) -> bool {
+        if index < 128 {
+            self.hi & (1u128 << (127 - index)) != 0
+        } else {
+            self.lo & (1u32 << (159 - index)) != 0
+        }
+    }
+
+    /// The big-endian bytes.
+    pub fn to_bytes(&self) -> [u8; ID_LEN] {
+        let mut out = [0u8; ID_LEN];
+        out[..16].copy_from_slice(&self.hi.to_be_bytes());
+        out[16..].copy_from_slice(&self.lo.to_be_bytes());
+        out
     }
 }
 
 impl fmt::Debug for Distance {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Distance({})", PeerId(self.0).to_hex().as_str())
+        write!(f, "Distance({})", PeerId(self.to_bytes()).to_hex().as_str())
     }
 }
 

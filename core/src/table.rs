@@ -212,7 +212,7 @@ impl<V> KBucket<V> {
 }
 
 fn xor_bit(xor: &Distance, index: usize) -> bool {
-    xor.as_bytes()[index / 8] & (0x80 >> (index % 8)) != 0
+    xor.bit(index)
 }
 
 #[derive(Debug, Clone, Copy)]

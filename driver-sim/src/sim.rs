@@ -142,7 +142,8 @@ impl WireEnd {
 /// A simulated peer: its node (while running) and the driver state around it.
 #[derive(Debug)]
 struct Peer {
-    node: Option<Node>,
+    /// Boxed: a crashed, departed or not-yet-joined peer holds no node memory.
+    node: Option<Box<Node>>,
     state: PeerState,
     incarnation: u32,
     server: bool,
@@ -541,7 +542,7 @@ impl Sim {
 
     /// The node of peer `index`, while it runs.
     pub fn node(&self, index: PeerIndex) -> Option<&Node> {
-        self.peers.get(index)?.node.as_ref()
+        self.peers.get(index)?.node.as_deref()
     }
 
     /// The id of peer `index`, while it runs.
@@ -629,7 +630,7 @@ impl Sim {
 
     /// The running nodes.
     pub fn nodes(&self) -> impl Iterator<Item = &Node> + '_ {
-        self.peers.iter().filter_map(|p| p.node.as_ref())
+        self.peers.iter().filter_map(|p| p.node.as_deref())
     }
 
     /// Checks that the simulator and the nodes agree about links: every link a node has runs
@@ -1187,7 +1188,7 @@ impl Sim {
             unreachable!("the config was validated, so the node accepts it: {e}")
         });
         let peer = &mut self.peers[i];
-        peer.node = Some(node);
+        peer.node = Some(Box::new(node));
         peer.state = PeerState::Alive;
         peer.links = 0;
         self.alive += 1;
@@ -1274,7 +1275,7 @@ impl Sim {
         peer.timer_at = Time::MAX;
         let due = peer
             .node
-            .as_ref()
+            .as_deref()
             .and_then(Node::poll_timeout)
             .is_some_and(|t| t <= self.now);
         if due {
@@ -1289,7 +1290,7 @@ impl Sim {
     /// when the deadline moves earlier; one that fires early re-arms itself.
     fn rearm_timer(&mut self, node: u32) {
         let peer = &mut self.peers[node as usize];
-        let Some(deadline) = peer.node.as_ref().and_then(Node::poll_timeout) else {
+        let Some(deadline) = peer.node.as_deref().and_then(Node::poll_timeout) else {
             return;
         };
         if deadline < peer.timer_at {
@@ -1306,7 +1307,7 @@ impl Sim {
         let incarnation = self.peers[node as usize].incarnation;
         while let Some(output) = self.peers[node as usize]
             .node
-            .as_mut()
+            .as_deref_mut()
             .and_then(Node::poll_output)
         {
             self.trace.record(self.now, node, incarnation, &output);

@@ -28,8 +28,8 @@ fn an_idle_peer_costs_little_memory() {
     sim.run_for(secs(2));
     let simulator = (ALLOCATOR.allocated() - before) as f64 / peers as f64;
     eprintln!(
-        "per idle peer: {:.1} KiB in all, {:.1} KiB of it the simulator (with the node's \
-         inline struct), {:.1} KiB the node's heap",
+        "per idle peer: {:.1} KiB in all, {:.1} KiB of it the simulator, \
+         {:.1} KiB the node",
         idle / 1024.0,
         simulator / 1024.0,
         (idle - simulator) / 1024.0
