@@ -69,6 +69,10 @@ pub struct Config {
     /// make routing work) and refuses new ones. A link over it is closed with
     /// [`CloseReason::LinkBudget`](crate::CloseReason::LinkBudget).
     pub max_links: usize,
+    /// A shed link stops carrying our traffic at once but is closed only this much later, so
+    /// frames the other side sent before it learns of the close still arrive and are relayed
+    /// (closing at once loses them). Retiring connections count against `max_connections`.
+    pub shed_grace: Duration,
     /// Most connections in any state (dialing, handshaking, established). An inbound
     /// connection past it is refused.
     pub max_connections: usize,
@@ -138,6 +142,7 @@ impl Default for Config {
             k: 20,
             target_links: 15,
             max_links: 32,
+            shed_grace: Duration::from_secs(2),
             max_connections: 64,
             max_hops: 20,
             max_frame_bytes: 1 << 20,

@@ -77,6 +77,13 @@ pub(crate) enum ConnState {
     },
     /// A link to `peer` (maybe a spare one; see [`Link`]).
     Established { peer: PeerId },
+    /// A connection we gave up (a shed link, a duplicate): no longer ours to send on, but
+    /// frames from `peer` are still taken until it closes after `Config::shed_grace`, with
+    /// `reason`.
+    Retiring {
+        peer: PeerId,
+        reason: crate::CloseReason,
+    },
 }
 
 /// One connection.

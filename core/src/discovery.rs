@@ -176,31 +176,52 @@ impl Candidates {
     /// A reply that helps the asker fill its buckets: half nearest to `target`, then one
     /// candidate for each XOR-distance bucket of the asker's not represented yet (most
     /// recently seen first), then more nearest ones to fill up to `n`.
-    pub fn diverse_reply(&self, asker: &PeerId, target: &PeerId, n: usize) -> Vec<PeerId> {
+    ///
+    /// Each step takes `reachable` candidates (the responder's links) before others: the
+    /// asker's offers to them go through the responder (see `Node::note_introductions`),
+    /// which can hand them over directly, while an offer to a mere candidate has to find
+    /// its own way — and in a young network often does not.
+    pub fn diverse_reply(
+        &self,
+        asker: &PeerId,
+        target: &PeerId,
+        n: usize,
+        reachable: impl Fn(&PeerId) -> bool,
+    ) -> Vec<PeerId> {
         let mut out: Vec<PeerId> = Vec::with_capacity(n);
-        let mut nearest = self
-            .table
-            .closest_iter(target)
-            .map(|e| e.id)
-            .filter(|id| id != asker);
-        out.extend(nearest.by_ref().take(n / 2));
+        let nearest = || {
+            let (linked, other): (Vec<PeerId>, Vec<PeerId>) = self
+                .table
+                .closest_iter(target)
+                .map(|e| e.id)
+                .filter(|id| id != asker)
+                .take(n)
+                .partition(|id| reachable(id));
+            linked.into_iter().chain(other)
+        };
+        out.extend(nearest().take(n / 2));
         let mut represented = [false; ID_BITS + 1];
         for id in &out {
             represented[asker.common_prefix_len(id)] = true;
         }
-        for bucket in (0..=self.table.depth()).rev() {
-            for entry in self.table.bucket(bucket).iter().rev() {
-                if out.len() >= n {
-                    return out;
-                }
-                let b = asker.common_prefix_len(&entry.id);
-                if entry.id != *asker && !represented[b] {
-                    represented[b] = true;
-                    out.push(entry.id);
+        for pass_reachable in [true, false] {
+            for bucket in (0..=self.table.depth()).rev() {
+                for entry in self.table.bucket(bucket).iter().rev() {
+                    if out.len() >= n {
+                        return out;
+                    }
+                    let b = asker.common_prefix_len(&entry.id);
+                    if entry.id != *asker
+                        && !represented[b]
+                        && reachable(&entry.id) == pass_reachable
+                    {
+                        represented[b] = true;
+                        out.push(entry.id);
+                    }
                 }
             }
         }
-        for id in nearest {
+        for id in nearest() {
             if out.len() >= n {
                 break;
             }
@@ -396,7 +417,7 @@ mod tests {
         let nearest = c.nearest_reply(&asker, &asker, 5);
         assert_eq!(nearest.len(), 5);
         assert!(!nearest.contains(&asker));
-        let diverse = c.diverse_reply(&asker, &asker, 6);
+        let diverse = c.diverse_reply(&asker, &asker, 6, |_| false);
         assert_eq!(diverse.len(), 6);
         assert!(!diverse.contains(&asker));
         let buckets: std::collections::BTreeSet<usize> =

@@ -299,6 +299,7 @@ impl Iterator for NearestFirst<'_> {
 enum Timer {
     Handshake(ConnId),
     Pending(PeerId),
+    Retire(ConnId),
     Bootstrap(usize),
     Refresh,
 }
@@ -609,7 +610,9 @@ impl Node {
                 let peer = *peer;
                 self.link_up(conn, peer);
             }
-            ConnState::AwaitingId { .. } | ConnState::Established { .. } => {}
+            ConnState::AwaitingId { .. }
+            | ConnState::Established { .. }
+            | ConnState::Retiring { .. } => {}
         }
     }
 
@@ -637,6 +640,7 @@ impl Node {
                     self.stats.dropped.add(DropReason::NotListening);
                 }
             }
+            ConnState::Retiring { peer, .. } => self.on_envelope(conn, peer, frame),
             ConnState::Dialing | ConnState::WebRtcConnecting { .. } => {
                 self.drop_frame(conn, DropReason::NotOpen);
             }
@@ -707,12 +711,33 @@ impl Node {
         }
         self.learn_from_traffic(&env);
         if env.to == self.id {
+            if let Payload::FoundPeers { ids, .. } = &env.payload {
+                self.note_introductions(ids, link_peer);
+            }
             self.receive(&env);
         } else if env.path.contains(&self.id) {
             // Passing it on would put our id in the path twice.
             self.stats.dropped.add(DropReason::Looped);
         } else {
             self.relay(&env);
+        }
+    }
+
+    /// The peers a discovery reply lists are known to its sender, which the reply reached us
+    /// from through `link_peer`: until a better way is known, offers to them go that way.
+    /// A peer that joined a moment ago is linked to little but its bootstrap, so greedy
+    /// routing alone rarely finds it.
+    fn note_introductions(&mut self, ids: &[PeerId], link_peer: PeerId) {
+        if self.config.forwarding != Forwarding::Greedy {
+            return;
+        }
+        for id in ids {
+            if *id != self.id
+                && !self.links.contains_key(id)
+                && self.preferred.get(self.now, id).is_none()
+            {
+                self.preferred.insert(self.now, *id, link_peer);
+            }
         }
     }
 
@@ -799,7 +824,9 @@ impl Node {
         let concurrency = self.config.concurrency;
         let preferred_hop = match self.config.forwarding {
             Forwarding::Spread => self.preferred.get(self.now, to),
-            Forwarding::Greedy if kind.is_reply() => self.preferred.get(self.now, to),
+            Forwarding::Greedy if kind.is_reply() || kind == PayloadKind::HandshakeOffer => {
+                self.preferred.get(self.now, to)
+            }
             Forwarding::Greedy => None,
         };
         match self.config.routing {
@@ -852,7 +879,9 @@ impl Node {
         let ids = match self.config.link_selection {
             LinkSelection::NearestToSelf => self.candidates.nearest_reply(&asker, &target, n),
             LinkSelection::BucketDiverse { .. } => {
-                self.candidates.diverse_reply(&asker, &target, n)
+                let links = &self.links;
+                self.candidates
+                    .diverse_reply(&asker, &target, n, |id| links.contains_key(id))
             }
         };
         // Our own reply never fails: there is a link (the request came over one).
@@ -1026,7 +1055,8 @@ impl Node {
             // A second link to the same peer. As in the original, the side with the smaller
             // id closes it; the other side keeps it as a spare until then.
             if peer > self.id || link.spare.is_some() {
-                self.close(conn, CloseReason::Duplicate);
+                // Retired rather than closed: the other side may be sending on it already.
+                self.retire_conn(conn, peer, CloseReason::Duplicate);
             } else {
                 link.spare = Some(conn);
             }
@@ -1068,7 +1098,7 @@ impl Node {
     fn enforce_link_budget(&mut self, newcomer: PeerId) {
         while self.links.len() > self.config.max_links {
             let victim = self.pick_link_to_shed(newcomer);
-            self.close_link(&victim, CloseReason::LinkBudget);
+            self.retire_link(&victim);
         }
     }
 
@@ -1100,6 +1130,35 @@ impl Node {
             })
             .min()
             .map_or(newcomer, |(.., peer)| peer)
+    }
+
+    /// Takes a shed link out of service now and closes it after `shed_grace` (see there).
+    fn retire_link(&mut self, peer: &PeerId) {
+        let grace = self.config.shed_grace;
+        let Some(link) = self.links.get_mut(peer) else {
+            return;
+        };
+        if grace.is_zero() {
+            return self.close_link(peer, CloseReason::LinkBudget);
+        }
+        let spare = link.spare.take();
+        let conn = link.conn;
+        if let Some(spare) = spare {
+            self.close(spare, CloseReason::LinkBudget);
+        }
+        self.retire_conn(conn, *peer, CloseReason::LinkBudget);
+        self.link_conn_gone(*peer, conn);
+    }
+
+    /// Stops sending on `conn` now and closes it with `reason` after `shed_grace`.
+    fn retire_conn(&mut self, conn: ConnId, peer: PeerId, reason: CloseReason) {
+        if self.config.shed_grace.is_zero() {
+            return self.close(conn, reason);
+        }
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.state = ConnState::Retiring { peer, reason };
+        }
+        self.arm(self.now + self.config.shed_grace, Timer::Retire(conn));
     }
 
     /// Closes every connection of a link (the link goes down once, with one event).
@@ -1368,7 +1427,10 @@ impl Node {
         if let ConnState::AwaitingId { deadline } = c.state {
             self.timers.remove(&(deadline, Timer::Handshake(conn)));
         }
-        let reached = matches!(c.state, ConnState::Established { .. });
+        let reached = matches!(
+            c.state,
+            ConnState::Established { .. } | ConnState::Retiring { .. }
+        );
         match (&c.state, c.purpose) {
             (ConnState::Established { peer }, _) => self.link_conn_gone(*peer, conn),
             (ConnState::WebRtcConnecting { peer, fallback_ws }, _) => {
@@ -1681,6 +1743,14 @@ impl Node {
                     }
                 }
                 Timer::Pending(peer) => self.pending_expired(peer),
+                Timer::Retire(conn) => {
+                    if let Some(ConnState::Retiring { reason, .. }) =
+                        self.conns.get(&conn).map(|c| &c.state)
+                    {
+                        let reason = *reason;
+                        self.close(conn, reason);
+                    }
+                }
                 Timer::Bootstrap(index) => {
                     if matches!(self.bootstrap[index].state, BootState::Waiting(_)) {
                         self.dial_bootstrap(index);
