@@ -668,7 +668,13 @@ impl Sim {
                         .find(|(id, _)| **id == node.id())
                         .map(|(_, l)| (l.conn, l.spare))
                 });
+                // A connection the other side still holds open without using it is one it
+                // shed or found duplicate: it retires and closes within `shed_grace`.
+                let retiring = || self.peers[j].wire(wire.peer_conn).is_some();
                 match back {
+                    _ if back.is_none_or(|(conn, spare)| {
+                        conn != wire.peer_conn && spare != Some(wire.peer_conn)
+                    }) && retiring() => {}
                     None => problems.push(format!("peer {i}: link to {j}, who has no link back")),
                     Some((conn, spare))
                         if conn != wire.peer_conn && spare != Some(wire.peer_conn) =>

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{converged, secs, traffic};
+use common::{check_routing_quality, converged, secs, traffic};
 use peer_relay_sim::{Action, LinkModel, NetConfig, SimConfig};
 
 fn thousand(seed: u64) -> SimConfig {
@@ -38,12 +38,7 @@ fn a_thousand_peers_converge_and_deliver_ten_thousand_messages() {
         "{:?}",
         sim.link_inconsistencies()
     );
-    check!(
-        sim,
-        report.links_max <= sim.config().node.max_links as u64,
-        "links_max {}",
-        report.links_max
-    );
+    check_routing_quality(&sim);
 }
 
 #[test]

@@ -27,6 +27,10 @@ fn small(bootstrap: Bootstrap, servers: usize, server_webrtc: bool) -> SimConfig
 
 fn converges_and_delivers(config: SimConfig) -> Sim {
     let mut sim = converged(config);
+    // The bound is for a stable network. Right after every peer reached its link target,
+    // links still reorganise for a while, and a frame that crosses a shed link's close is
+    // lost (`frames_stale`): about 1 in 500 messages in the first seconds.
+    sim.run_for(secs(30));
     let ids = traffic(&mut sim, 1_000, 200.0, secs(10));
     let delivery = sim.delivery_of(ids);
     check!(

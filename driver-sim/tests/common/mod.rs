@@ -52,3 +52,31 @@ pub fn traffic(sim: &mut Sim, messages: u64, rate: f64, drain: Duration) -> Rang
 pub fn after(sim: &Sim, d: Duration) -> Time {
     sim.now() + d
 }
+
+/// Issue 8's routing bounds on a report of random-pair traffic: mean hops at most
+/// 0.5 x log2(n) + 1, p99 at most 14, at most 1.2 frames per hop of a delivered message,
+/// and no peer above the link budget.
+pub fn check_routing_quality(sim: &Sim) {
+    let report = sim.report();
+    let mean_bound = 0.5 * report.log2_peers + 1.0;
+    check!(
+        sim,
+        report.hops_mean <= mean_bound,
+        "mean hops {:.2} above {mean_bound:.2}",
+        report.hops_mean
+    );
+    check!(sim, report.hops_p99 <= 14, "p99 hops {}", report.hops_p99);
+    check!(
+        sim,
+        report.transmissions_per_delivery <= 1.2 * report.hops_mean,
+        "{:.2} transmissions per delivery at {:.2} hops",
+        report.transmissions_per_delivery,
+        report.hops_mean
+    );
+    check!(
+        sim,
+        report.links_max <= sim.config().node.max_links as u64,
+        "links_max {} above the budget",
+        report.links_max
+    );
+}
