@@ -12,9 +12,10 @@ use peer_relay_core::{CloseReason, ConnId};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
+use tokio_tungstenite::tungstenite::error::CapacityError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// After sending our close frame, how long to wait for the peer's before dropping the
@@ -53,8 +54,9 @@ pub(crate) enum ConnEvent {
         frames: Vec<Inbound>,
         bytes: usize,
     },
-    /// The connection ended (closed by either side, or failed).
-    Closed { conn: ConnId },
+    /// The connection ended (closed by either side, or failed). `oversize`: it ended because
+    /// the peer sent a message over the WebSocket limit (see [`ws_config`]).
+    Closed { conn: ConnId, oversize: bool },
     /// A WebRTC session produced a local signal (simple-peer's JSON form) for its peer.
     LocalSignal { conn: ConnId, signal: String },
     /// A WebRTC session's data channel opened.
@@ -282,6 +284,9 @@ async fn run<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (mut sink, mut stream) = ws.split();
+    // Set by the reader when the peer sent a message over the limit; tungstenite refuses it
+    // from its header, before buffering it.
+    let mut oversize = false;
     let read = async {
         loop {
             // Wait for one frame, then take whatever else is ready without waiting.
@@ -301,6 +306,10 @@ async fn run<S>(
                     Some(Ok(Message::Close(_))) | None => ended = true,
                     Some(Err(err)) => {
                         tracing::debug!(%conn, %err, "read failed");
+                        oversize = matches!(
+                            err,
+                            tungstenite::Error::Capacity(CapacityError::MessageTooLong { .. })
+                        );
                         ended = true;
                     }
                 }
@@ -377,7 +386,7 @@ async fn run<S>(
         () = read => {}
         () = write => {}
     }
-    let _ = inbox.send(ConnEvent::Closed { conn }).await;
+    let _ = inbox.send(ConnEvent::Closed { conn, oversize }).await;
 }
 
 /// The WebSocket close code for why the node closed a connection.

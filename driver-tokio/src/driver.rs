@@ -383,7 +383,10 @@ impl Driver {
                 drop(frames);
                 self.read_budget.add_permits(bytes);
             }
-            ConnEvent::Closed { conn } => {
+            ConnEvent::Closed { conn, oversize } => {
+                if oversize {
+                    self.stats.oversize_closed += 1;
+                }
                 // Closed by the node already: it forgot the connection then.
                 match self.conns.remove(&conn) {
                     None => return,

@@ -78,6 +78,10 @@ pub struct DriverStats {
     pub webrtc_signals_ignored: u64,
     /// WebRTC sessions that ran without mDNS because its socket could not be opened.
     pub webrtc_without_mdns: u64,
+    /// Connections closed because the peer sent a WebSocket message over
+    /// `Config::max_frame_bytes` + 4 KiB. Refused from its header, never buffered: the core,
+    /// which counts smaller oversize frames (`oversize`), never sees it.
+    pub oversize_closed: u64,
     /// Connections open, being dialled, or WebRTC sessions, now.
     pub connections: usize,
 }

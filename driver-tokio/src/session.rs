@@ -124,7 +124,12 @@ pub(crate) fn start(
         if let Err(err) = session.run(orders, queued_bytes, read_budget).await {
             tracing::debug!(%conn, %err, "WebRTC session ended");
         }
-        let _ = inbox.send(ConnEvent::Closed { conn }).await;
+        let _ = inbox
+            .send(ConnEvent::Closed {
+                conn,
+                oversize: false,
+            })
+            .await;
     };
     (handle, task)
 }
