@@ -74,7 +74,7 @@ async fn join_honest_pair(hub: PeerRelay) -> Net {
     let (mut a_events, mut b_events) = (a.events(), b.events());
     for events in [&mut a_events, &mut b_events] {
         expect(events, "a link to the hub", |e| {
-            (*e == Event::Peer(hub.id())).then_some(())
+            matches!(e, Event::Peer(id, _) if *id == hub.id()).then_some(())
         })
         .await;
     }
@@ -141,7 +141,12 @@ impl Net {
         let (a, b) = (self.a.id(), self.b.id());
         for (events, from) in [(&mut self.b_events, a), (&mut self.a_events, b)] {
             expect(events, &format!("honest message {tag}"), |e| match e {
-                Event::Message { from: f, data } if *f == from && *data == tag => Some(()),
+                // Two peers on the path: the sender and the hub.
+                Event::Message {
+                    from: f,
+                    data,
+                    path_len: 2,
+                } if *f == from && *data == tag => Some(()),
                 _ => None,
             })
             .await;
