@@ -88,7 +88,14 @@ impl Events {
         std::future::poll_fn(|cx| self.poll_event(cx)).await
     }
 
-    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+    /// The next delivery with message data still raw JSON, for readers (the
+    /// [`Socket`](crate::Socket)) that decode it into their own types without a
+    /// `serde_json::Value` in between.
+    pub(crate) async fn next_delivery(&mut self) -> Option<Delivery> {
+        std::future::poll_fn(|cx| self.poll_delivery(cx)).await
+    }
+
+    fn poll_delivery(&mut self, cx: &mut Context<'_>) -> Poll<Option<Delivery>> {
         loop {
             let Some(delivery) = self.batch.next() else {
                 match std::task::ready!(self.rx.poll_recv(cx)) {
@@ -97,15 +104,24 @@ impl Events {
                 }
                 continue;
             };
-            match delivery {
-                Delivery::Event(event) => return Poll::Ready(Some(event)),
-                Delivery::Message {
+            if let Delivery::Message { data, .. } = &delivery {
+                self.queued_bytes
+                    .fetch_sub(data.get().len(), Ordering::Relaxed);
+            }
+            return Poll::Ready(Some(delivery));
+        }
+    }
+
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        loop {
+            match std::task::ready!(self.poll_delivery(cx)) {
+                None => return Poll::Ready(None),
+                Some(Delivery::Event(event)) => return Poll::Ready(Some(event)),
+                Some(Delivery::Message {
                     from,
                     data,
                     path_len,
-                } => {
-                    self.queued_bytes
-                        .fetch_sub(data.get().len(), Ordering::Relaxed);
+                }) => {
                     // The core checked the JSON (and its depth) before delivering it.
                     match serde_json::from_str(data.get()) {
                         Ok(data) => {

@@ -45,11 +45,17 @@ mod event;
 mod options;
 mod relay;
 mod session;
+mod socket;
 
 pub use error::Error;
 pub use event::{Event, Events};
 pub use options::{IceServer, Options, WebRtcOptions};
 pub use relay::PeerRelay;
+pub use socket::{
+    Datagram, Decoded, FAMILY, Malformed, Payload, RemoteInfo, SOCKET_EVENT_CAPACITY, Socket,
+    SocketError, SocketEvent, SocketEvents, SocketOptions, SocketStats, ToPeerAddr, decode_payload,
+    encode_payload,
+};
 
 pub use peer_relay_core::{
     Config, ConnectFailure, Forwarding, LinkSelection, PeerId, Routing, Sizes, Stats as NodeStats,
