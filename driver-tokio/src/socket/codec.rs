@@ -143,6 +143,85 @@ impl std::error::Error for Malformed {}
 ///
 /// Does not check `address` against the sender: the caller knows the sender.
 pub fn decode_payload(json: &str) -> Result<Decoded, Malformed> {
+    match decode_canonical(json.as_bytes()) {
+        Some(decoded) => Ok(decoded),
+        None => decode_general(json),
+    }
+}
+
+/// The fast path: exactly what `JSON.stringify` (and [`encode_payload`]) writes, no
+/// whitespace, keys in the original's order. `None` sends anything else, including every
+/// malformed payload, to the general parser, which names the reason.
+fn decode_canonical(json: &[u8]) -> Option<Decoded> {
+    let rest = json.strip_prefix(br#"{"buffer":{"type":"Buffer","data":["#)?;
+    // Every byte takes at least two characters ("0,").
+    let mut data = Vec::with_capacity(rest.len() / 2);
+    let mut i = 0;
+    if rest.first() == Some(&b']') {
+        i = 1;
+    } else {
+        loop {
+            let (byte, len) = parse_u8(&rest[i..])?;
+            data.push(byte);
+            i += len;
+            match rest.get(i) {
+                Some(b',') => i += 1,
+                Some(b']') => {
+                    i += 1;
+                    break;
+                }
+                _ => return None,
+            }
+        }
+    }
+    let rest = rest[i..].strip_prefix(br#"},"address":""#)?;
+    let (address, rest) = rest.split_at_checked(40)?;
+    if !address.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    let digits = rest.strip_prefix(br#"","port":"#)?.strip_suffix(b"}")?;
+    if digits.is_empty() || digits.len() > 5 || (digits[0] == b'0' && digits.len() > 1) {
+        return None;
+    }
+    let mut port = 0u32;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        port = port * 10 + u32::from(d - b'0');
+    }
+    Some(Decoded {
+        data,
+        // Checked to be ASCII hex above.
+        address: String::from_utf8(address.to_vec()).ok()?,
+        port: u16::try_from(port).ok()?,
+    })
+}
+
+/// A JSON integer 0-255 at the start of `text` (no sign, no leading zero, no fraction or
+/// exponent after it) and its length.
+#[inline]
+fn parse_u8(text: &[u8]) -> Option<(u8, usize)> {
+    let digit = |i: usize| text.get(i).filter(|d| d.is_ascii_digit()).map(|d| d - b'0');
+    let first = digit(0)?;
+    if first == 0 {
+        return Some((0, 1)); // a following digit fails at the separator check
+    }
+    let Some(second) = digit(1) else {
+        return Some((first, 1));
+    };
+    let Some(third) = digit(2) else {
+        return Some((first * 10 + second, 2));
+    };
+    if digit(3).is_some() {
+        return None;
+    }
+    let value = u16::from(first) * 100 + u16::from(second) * 10 + u16::from(third);
+    Some((u8::try_from(value).ok()?, 3))
+}
+
+/// The general path: any JSON object, with the reason when it is not a payload.
+fn decode_general(json: &str) -> Result<Decoded, Malformed> {
     let field = Cell::new(None);
     let mut deserializer = serde_json::Deserializer::from_str(json);
     let parsed = PayloadSeed { field: &field }
@@ -388,6 +467,40 @@ mod tests {
         let data: Vec<u8> = (0..60_000u32).map(|i| (i * 7 % 251) as u8).collect();
         let json = encode_payload(&data, ID, 1);
         assert_eq!(decode_payload(&json).unwrap().data, data);
+    }
+
+    #[test]
+    fn fast_path_agrees_with_the_general_parser() {
+        let data: Vec<u8> = (0..=255).chain([0, 0, 9, 10, 99, 100, 255]).collect();
+        for (data, port) in [(&data[..], 4242), (&[][..], 0), (&[7][..], 65535)] {
+            let json = encode_payload(data, ID, port);
+            let fast = decode_canonical(json.as_bytes()).expect("canonical form");
+            assert_eq!(Ok(fast), decode_general(&json));
+        }
+        // Near misses leave the fast path; the general parser decides.
+        let near_misses = [
+            format!(r#"{{"buffer":{{"type":"Buffer","data":[01]}},"address":"{ID}","port":1}}"#),
+            format!(r#"{{"buffer":{{"type":"Buffer","data":[256]}},"address":"{ID}","port":1}}"#),
+            format!(r#"{{"buffer":{{"type":"Buffer","data":[1,]}},"address":"{ID}","port":1}}"#),
+            format!(r#"{{"buffer":{{"type":"Buffer","data":[1000]}},"address":"{ID}","port":1}}"#),
+            format!(r#"{{"buffer":{{"type":"Buffer","data":[1.0]}},"address":"{ID}","port":1}}"#),
+            format!(r#"{{"buffer":{{"type":"Buffer","data":[1 ]}},"address":"{ID}","port":1}}"#),
+            format!(r#"{{"buffer":{{"type":"Buffer","data":[-1]}},"address":"{ID}","port":1}}"#),
+            format!(r#"{{"buffer":{{"type":"Buffer","data":[1]}},"address":"{ID}","port":65536}}"#),
+            format!(r#"{{"buffer":{{"type":"Buffer","data":[1]}},"address":"{ID}","port":01}}"#),
+            format!(r#"{{"buffer":{{"type":"Buffer","data":[1]}},"address":"{ID}","port":1}} "#),
+            format!(r#"{{"buffer":{{"type":"Buffer","data":[1]}},"address":"{ID}","port":1,"x":2}}"#),
+            r#"{"buffer":{"type":"Buffer","data":[1]},"address":"z123456789abcdef0123456789abcdef01234567","port":1}"#.to_owned(),
+            r#"{"buffer":{"type":"Buffer","data":[1]},"address":"0123","port":1}"#.to_owned(),
+        ];
+        for json in &near_misses {
+            assert_eq!(decode_canonical(json.as_bytes()), None, "{json}");
+            assert_eq!(decode_payload(json), decode_general(json), "{json}");
+        }
+        assert_eq!(decode_payload(&near_misses[1]), Err(Malformed::BadBuffer));
+        // Whitespace or extra fields are still fine, through the general path.
+        assert_eq!(decode_payload(&near_misses[5]).unwrap().data, [1]);
+        assert_eq!(decode_payload(&near_misses[9]).unwrap().data, [1]);
     }
 
     #[test]
