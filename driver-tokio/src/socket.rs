@@ -177,6 +177,8 @@ pub struct Datagram {
     pub data: Vec<u8>,
     /// Who sent it.
     pub from: RemoteInfo,
+    /// Peers it passed through, the sender included: 1 came over a direct link.
+    pub path_len: usize,
 }
 
 /// The original's socket events, plus what it does not report. Read with
@@ -203,8 +205,8 @@ pub enum SocketEvent {
         /// The datagram's length.
         len: usize,
     },
-    /// The relay reported a failure ([`Event::BootstrapFailed`] or
-    /// [`Event::ConnectFailed`]): the original's `error`, which it never actually emits.
+    /// The relay reported a failure ([`Event::BootstrapFailed`], [`Event::ConnectFailed`]
+    /// or [`Event::WebRtcFailed`]): the original's `error`, which it never actually emits.
     Error(Event),
     /// This stream fell more than [`SOCKET_EVENT_CAPACITY`] events behind and missed
     /// `missed` of them.
@@ -594,7 +596,7 @@ impl State {
         });
     }
 
-    fn on_message(&self, from: PeerId, json: &str) {
+    fn on_message(&self, from: PeerId, json: &str, path_len: usize) {
         self.counters.received.fetch_add(1, Ordering::Relaxed);
         let decoded = decode_payload(json).and_then(|decoded| {
             // The original trusts `address`; a payload naming another peer than its sender
@@ -627,6 +629,7 @@ impl State {
             queue.datagrams.push_back(Datagram {
                 data: decoded.data,
                 from: RemoteInfo::new(from, decoded.port),
+                path_len,
             });
         }
         self.counters.queued.fetch_add(1, Ordering::Relaxed);
@@ -645,7 +648,11 @@ impl State {
 async fn receive(state: Arc<State>, mut events: Events) {
     while let Some(delivery) = events.next_delivery().await {
         match delivery {
-            Delivery::Message { from, data, .. } => state.on_message(from, data.get()),
+            Delivery::Message {
+                from,
+                data,
+                path_len,
+            } => state.on_message(from, data.get(), path_len),
             Delivery::Event(Event::Peer(..)) => state.on_link(),
             Delivery::Event(
                 event @ (Event::BootstrapFailed { .. }

@@ -85,6 +85,7 @@ async fn datagrams_cross_a_relay_peer_intact() {
     assert_eq!(datagram.data.len(), 60_000);
     assert!(datagram.data == big, "the 60,000-byte datagram changed");
     assert_eq!((datagram.from.id(), datagram.from.port), (b_id, 4002));
+    assert_eq!(datagram.path_len, 2, "b -> relay -> a");
 
     // An empty datagram is a datagram too.
     a.send_to(&[], (b_id, 1)).await.unwrap();

@@ -131,8 +131,9 @@ fn chain_config() -> Config {
 }
 
 /// Every byte value and 60,000 bytes each way between a bound Rust socket (port 4100) and a
-/// bound JS socket (port `js.port`), checking the data and the sender each side reports.
-async fn exchange(rust: &Socket, js: &mut JsSocket) {
+/// bound JS socket (port `js.port`), checking the data, the sender each side reports and (on
+/// the Rust side) the path length: 1 direct, 2 through one relay.
+async fn exchange(rust: &Socket, js: &mut JsSocket, path_len: usize) {
     let every: Vec<u8> = (0..=255).collect();
     let big: Vec<u8> = (0..60_000u32).map(|i| (i * 13 % 256) as u8).collect();
     let rust_hex = rust.peer().id().to_hex();
@@ -171,6 +172,7 @@ async fn exchange(rust: &Socket, js: &mut JsSocket) {
             (datagram.from.port, datagram.from.family),
             (js.port, "peer-relay")
         );
+        assert_eq!(datagram.path_len, path_len, "hops from the JS socket");
     }
     assert_eq!(rust.stats().malformed, 0);
 }
@@ -195,7 +197,7 @@ async fn rust_serves_js() {
     let listening = js.expect("listening").await;
     assert_eq!(listening["address"]["port"], 4242);
     bind(&rust).await;
-    exchange(&rust, &mut js).await;
+    exchange(&rust, &mut js, 1).await;
     js.close().await;
     rust.close().await.unwrap();
 }
@@ -211,7 +213,7 @@ async fn js_serves_rust() {
     .unwrap();
     bind(&rust).await;
     js.expect("listening").await;
-    exchange(&rust, &mut js).await;
+    exchange(&rust, &mut js, 1).await;
     rust.close().await.unwrap();
     js.close().await;
 }
@@ -241,12 +243,12 @@ async fn through_a_rust_relay() {
     let mut events = relay.events();
     while !(linked.contains(&js.id) && linked.contains(&rust.peer().id())) {
         match tokio::time::timeout(WAIT, events.next()).await {
-            Ok(Some(Event::Peer(id))) => linked.push(id),
+            Ok(Some(Event::Peer(id, _))) => linked.push(id),
             Ok(Some(_)) => {}
             _ => panic!("the relay did not link both sockets within WAIT"),
         }
     }
-    exchange(&rust, &mut js).await;
+    exchange(&rust, &mut js, 2).await;
     assert!(
         rust.peer().disconnect(js.id).await.is_err(),
         "the sockets linked directly"
