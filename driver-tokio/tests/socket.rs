@@ -351,3 +351,26 @@ async fn echo_example_answers_through_a_relay() {
     client.close().await.unwrap();
     relay.destroy().await;
 }
+
+/// The socket's receiving task holds no relay handle: dropping the socket stops its peer,
+/// and the peer it was linked to sees the link go.
+#[tokio::test]
+async fn dropping_the_socket_stops_its_peer() {
+    let hub = hub().await;
+    let mut hub_events = hub.events();
+    let socket = Socket::new(joining(&hub)).await.unwrap();
+    within("listening", socket.bind(1)).await.unwrap();
+    let id = socket.peer().id();
+    drop(socket);
+    within("the link to close", async {
+        loop {
+            match hub_events.next().await {
+                Some(peer_relay::Event::PeerRemoved(gone)) if gone == id => break,
+                Some(_) => {}
+                None => panic!("hub events ended"),
+            }
+        }
+    })
+    .await;
+    hub.destroy().await;
+}
