@@ -1,12 +1,13 @@
 //! The Rust `Socket` against the JS original's `PeerRelay.Socket` (`tests/js/socket.js`):
 //! datagrams both ways, every byte value and 60,000 bytes, with the ports each side reports,
-//! over a direct link (either side serving) and through a Rust relay peer. With `CI=true` a
-//! missing `node` or npm install fails these tests.
+//! over a direct link (either side serving) and through a Rust relay peer; and two Rust
+//! sockets through a JS relay peer. With `CI=true` a missing `node` or npm install fails
+//! these tests.
 
 use peer_relay::{
     Config, Event, LinkSelection, Options, PeerId, PeerRelay, Socket, encode_payload,
 };
-use peer_relay_interop::{WAIT, js_available, js_dir};
+use peer_relay_interop::{Kind, Peer, Spec, WAIT, js_available, js_dir};
 use serde_json::{Value, json};
 use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
@@ -277,5 +278,57 @@ async fn js_socket_serves_rust_socket() {
 async fn rust_and_js_sockets_through_a_rust_relay() {
     if js_available() {
         through_a_rust_relay().await;
+    }
+}
+
+/// Two Rust sockets joined only through a JS relay peer (the original, `--no-populate`),
+/// which parses and re-serialises every payload on the way.
+async fn through_a_js_relay() {
+    let mut relay = Peer::start(
+        Kind::Js,
+        &Spec {
+            server: true,
+            no_populate: true,
+            ..Spec::default()
+        },
+    )
+    .await;
+    let joining = || Options {
+        bootstrap: vec![relay.url().to_owned()],
+        config: chain_config(),
+        ..Options::default()
+    };
+    let a = Socket::new(joining()).await.unwrap();
+    let b = Socket::new(joining()).await.unwrap();
+    bind(&a).await;
+    bind(&b).await;
+    // A JS relay drops a message for a target it has no link to yet: wait for both.
+    relay.expect_peer(a.peer().id()).await;
+    relay.expect_peer(b.peer().id()).await;
+    let every: Vec<u8> = (0..=255).collect();
+    let big: Vec<u8> = (0..60_000u32).map(|i| (i * 17 % 256) as u8).collect();
+    for data in [&every, &big] {
+        a.send_to(data, (b.peer().id(), 4100)).await.unwrap();
+        let datagram = tokio::time::timeout(WAIT, b.recv_datagram())
+            .await
+            .expect("no datagram through the JS relay within WAIT")
+            .unwrap();
+        assert!(datagram.data == *data, "the datagram changed on the way");
+        assert_eq!(
+            (datagram.from.id(), datagram.from.port),
+            (a.peer().id(), 4100)
+        );
+        assert_eq!(datagram.path_len, 2, "a -> JS relay -> b");
+    }
+    assert_eq!(b.stats().malformed, 0);
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+    relay.destroy().await;
+}
+
+#[tokio::test]
+async fn rust_sockets_through_a_js_relay() {
+    if js_available() {
+        through_a_js_relay().await;
     }
 }
