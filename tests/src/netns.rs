@@ -96,6 +96,24 @@ pub fn inside(name: &str) -> bool {
     false
 }
 
+/// For a benchmark or tool binary: true when inside the namespace (run the work). Otherwise
+/// runs this binary again with `args` in a fresh namespace, passes its output through, and
+/// exits with its status (never returns).
+pub fn reexec_inside(args: &[String]) -> bool {
+    if std::env::var_os(INSIDE).is_some() {
+        return true;
+    }
+    let exe = std::env::current_exe().expect("this binary's path");
+    let status = Command::new("unshare")
+        .args(["-n", "sh", "-c", SETUP, "sh"])
+        .arg(exe)
+        .args(args)
+        .env(INSIDE, "1")
+        .status()
+        .expect("`unshare` on PATH (run as root)");
+    std::process::exit(status.code().unwrap_or(1));
+}
+
 /// A multi-threaded tokio runtime for a namespaced test body.
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()

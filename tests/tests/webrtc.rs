@@ -83,6 +83,19 @@ async fn message_from(events: &mut Events, from: peer_relay::PeerId) -> (serde_j
     .await
 }
 
+/// Waits until `hub` reports links to all of `peers` (a peer's own link event can come
+/// before the hub's, and a message relayed meanwhile would find no route).
+async fn hub_links(events: &mut Events, peers: &[peer_relay::PeerId]) {
+    let mut missing = peers.to_vec();
+    next_matching(events, "the hub's links", |e| {
+        if let Event::Peer(id, _) = e {
+            missing.retain(|m| m != id);
+        }
+        missing.is_empty().then_some(())
+    })
+    .await;
+}
+
 /// Both directions over the link between `a` and `b` are direct (path length 1).
 async fn direct_both_ways(a: &PeerRelay, ea: &mut Events, b: &PeerRelay, eb: &mut Events) {
     a.send(b.id(), &json!({"hello": "b"})).await.unwrap();
@@ -143,11 +156,13 @@ fn rust_peers_link_over_webrtc_by_connect() {
     }
     runtime().block_on(async {
         let hub = hub().await;
+        let mut eh = hub.events();
         let a = serverless(&hub, no_populate()).await;
         let b = serverless(&hub, no_populate()).await;
         let (mut ea, mut eb) = (a.events(), b.events());
         link_to(&mut ea, hub.id()).await;
         link_to(&mut eb, hub.id()).await;
+        hub_links(&mut eh, &[a.id(), b.id()]).await;
         // Relayed through the hub first.
         a.send(b.id(), &"via hub").await.unwrap();
         assert_eq!(message_from(&mut eb, a.id()).await, (json!("via hub"), 2));
@@ -182,6 +197,7 @@ fn webrtc_timeout_falls_back_to_the_peers_websocket() {
     }
     runtime().block_on(async {
         let hub = hub().await;
+        let mut eh = hub.events();
         // `a` gives its sessions no time at all: each one times out before its channel can
         // open, and `a` dials the url from b's handshake-answer instead.
         let a = serverless(
@@ -203,6 +219,7 @@ fn webrtc_timeout_falls_back_to_the_peers_websocket() {
         let (mut ea, mut eb) = (a.events(), b.events());
         link_to(&mut ea, hub.id()).await;
         link_to(&mut eb, hub.id()).await;
+        hub_links(&mut eh, &[a.id(), b.id()]).await;
         a.connect(b.id()).await.unwrap();
         let reason = next_matching(&mut ea, "WebRTC failure", |e| match e {
             Event::WebRtcFailed { peer, reason } if *peer == b.id() => Some(*reason),
