@@ -307,6 +307,9 @@ impl Driver {
                 driver.webrtc_without_mdns = counters
                     .mdns_unavailable
                     .load(std::sync::atomic::Ordering::Relaxed);
+                driver.webrtc_mdns_links = counters
+                    .mdns_links
+                    .load(std::sync::atomic::Ordering::Relaxed);
                 let _ = reply.send(Stats {
                     node: self.node.stats().clone(),
                     sizes: self.node.sizes(),

@@ -88,6 +88,10 @@ pub struct DriverStats {
     /// `Config::max_frame_bytes` + 4 KiB. Refused from its header, never buffered: the core,
     /// which counts smaller oversize frames (`oversize`), never sees it.
     pub oversize_closed: u64,
+    /// WebRTC links whose nominated candidate pair, when the channel opened, used a remote
+    /// mDNS (`.local`) candidate we resolved (as Chromium sends them), rather than a
+    /// peer-reflexive one learned from the peer's checks.
+    pub webrtc_mdns_links: u64,
     /// Connections open, being dialled, or WebRTC sessions, now.
     pub connections: usize,
 }

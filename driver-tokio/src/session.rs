@@ -45,6 +45,8 @@ pub(crate) struct Counters {
     pub signals_ignored: AtomicU64,
     /// Peer connections built without mDNS because the mDNS socket could not be opened.
     pub mdns_unavailable: AtomicU64,
+    /// Sessions whose channel opened over a remote `.local` candidate we resolved.
+    pub mdns_links: AtomicU64,
 }
 
 /// A signal as simple-peer sends it: a session description or a wrapped candidate.
@@ -255,6 +257,12 @@ impl Session {
                 },
             }
         };
+        if linked_through_mdns(pc).await {
+            self.settings
+                .counters
+                .mdns_links
+                .fetch_add(1, Ordering::Relaxed);
+        }
         self.inbox
             .send(ConnEvent::WebRtcOpened { conn: self.conn })
             .await?;
@@ -455,6 +463,27 @@ impl Session {
             tracing::debug!(conn = %self.conn, %err, "remote candidate refused");
         }
     }
+}
+
+/// Whether the nominated candidate pair's remote side is an mDNS (`.local`) host candidate:
+/// the link runs over an address we resolved (rather than one learned from the peer's
+/// checks).
+async fn linked_through_mdns(pc: &Arc<dyn PeerConnection>) -> bool {
+    use webrtc::peer_connection::{RTCStatsReportEntry, StatsSelector};
+    let report = pc
+        .get_stats(std::time::Instant::now(), StatsSelector::None)
+        .await;
+    report.iter().any(|entry| {
+        let RTCStatsReportEntry::IceCandidatePair(pair) = entry else {
+            return false;
+        };
+        pair.nominated
+            && report.iter().any(|candidate| {
+                matches!(candidate, RTCStatsReportEntry::RemoteCandidate(remote)
+                    if remote.stats.id.ends_with(&pair.remote_candidate_id)
+                        && remote.address.as_deref().is_some_and(|a| a.ends_with(".local")))
+            })
+    })
 }
 
 /// Gives back the queue bytes of frames that will not be written.

@@ -380,6 +380,14 @@ impl Peer {
         .await
     }
 
+    /// The relay's counters, for a Rust peer.
+    pub async fn stats(&self) -> Option<peer_relay::Stats> {
+        match &self.inner {
+            Inner::Rust { relay, .. } => Some(relay.stats().await.expect("stats")),
+            Inner::Js(_) => None,
+        }
+    }
+
     /// Sends `data` to `to`.
     pub async fn send(&mut self, to: PeerId, data: &Value) {
         match &mut self.inner {
