@@ -370,3 +370,72 @@ fn rust_and_chromium_link_chromium_initiates() {
     }
     runtime().block_on(rust_browser_link(Kind::Browser));
 }
+
+#[test]
+fn ice_failure_falls_back_to_the_peers_websocket() {
+    if !inside("ice_failure_falls_back_to_the_peers_websocket") {
+        return;
+    }
+    runtime().block_on(async {
+        let hub = hub().await;
+        let mut eh = hub.events();
+        // No candidate pair can form: `a` gathers only IPv6 loopback, `b` only IPv4.
+        let only = |addr: &str| peer_relay::WebRtcOptions {
+            bind: vec![addr.parse().unwrap()],
+            ..peer_relay::WebRtcOptions::default()
+        };
+        let a = PeerRelay::new(Options {
+            bootstrap: vec![hub.url().unwrap().to_owned()],
+            config: Config {
+                webrtc_timeout: Duration::from_secs(60),
+                ..no_populate()
+            },
+            rtc: only("[::1]:0"),
+            ..Options::default()
+        })
+        .await
+        .unwrap();
+        let b = PeerRelay::new(Options {
+            port: Some(0),
+            bootstrap: vec![hub.url().unwrap().to_owned()],
+            config: no_populate(),
+            rtc: only("127.0.0.1:0"),
+            ..Options::default()
+        })
+        .await
+        .unwrap();
+        let (mut ea, mut eb) = (a.events(), b.events());
+        link_to(&mut ea, hub.id()).await;
+        link_to(&mut eb, hub.id()).await;
+        hub_links(&mut eh, &[a.id(), b.id()]).await;
+        a.connect(b.id()).await.unwrap();
+        // The stack declares ICE failed after about 30 s (its fixed failed timeout).
+        let reason = tokio::time::timeout(Duration::from_secs(50), async {
+            loop {
+                match ea.next().await {
+                    Some(Event::WebRtcFailed { peer, reason }) if peer == b.id() => {
+                        return reason;
+                    }
+                    Some(Event::Peer(peer, transport)) if peer == b.id() => {
+                        panic!("linked over {transport} before the session failed");
+                    }
+                    Some(_) => {}
+                    None => panic!("events ended"),
+                }
+            }
+        })
+        .await
+        .expect("the session fails within 50 s");
+        assert_eq!(reason, ConnectFailure::WebRtcFailed);
+        // The core falls back to the url in b's handshake-answer.
+        assert_eq!(
+            link_to(&mut ea, b.id()).await,
+            peer_relay::Transport::WebSocket
+        );
+        direct_both_ways(&a, &mut ea, &b, &mut eb).await;
+        assert_eq!(a.stats().await.unwrap().driver.webrtc_failed, 1);
+        for relay in [a, b, hub] {
+            relay.destroy().await;
+        }
+    });
+}
