@@ -408,6 +408,9 @@ pub struct Node {
     links: BTreeMap<PeerId, Link>,
     /// Routable link ids, contiguous for the per-message nearest-link scan.
     route_ids: Vec<PeerId>,
+    /// Connections in [`ConnState::Retiring`], by peer: still good for messages to that
+    /// very peer (at most `max_connections`).
+    retiring: Vec<(PeerId, ConnId)>,
     /// XOR-distance buckets holding at least one link.
     link_buckets: BucketSet,
     /// The original's routing table; holds routable links under [`Routing::TableOnly`].
@@ -452,6 +455,7 @@ impl Node {
             conns: BTreeMap::new(),
             links: BTreeMap::new(),
             route_ids: Vec::new(),
+            retiring: Vec::new(),
             link_buckets: BucketSet::default(),
             table: KBucket::new(id, config.k),
             candidates: Candidates::new(id, config.k, evict_stale),
@@ -793,6 +797,15 @@ impl Node {
         kind: PayloadKind,
         payload: &str,
     ) -> bool {
+        if !self.links.contains_key(to) {
+            // A peer we just shed is still reachable directly until the close.
+            if let Some(&(_, conn)) = self.retiring.iter().find(|(peer, _)| peer == to) {
+                let mut frame = String::new();
+                write_envelope(&mut frame, to, from, path, Some(&self.id), nonce, payload);
+                self.transmit(conn, frame);
+                return true;
+            }
+        }
         let hops = self.next_hops(to, path, kind);
         if hops.is_empty() {
             self.stats.dropped.add(DropReason::NoRoute);
@@ -1157,6 +1170,7 @@ impl Node {
         }
         if let Some(c) = self.conns.get_mut(&conn) {
             c.state = ConnState::Retiring { peer, reason };
+            self.retiring.push((peer, conn));
         }
         self.arm(self.now + self.config.shed_grace, Timer::Retire(conn));
     }
@@ -1427,6 +1441,9 @@ impl Node {
         if let ConnState::AwaitingId { deadline } = c.state {
             self.timers.remove(&(deadline, Timer::Handshake(conn)));
         }
+        if matches!(c.state, ConnState::Retiring { .. }) {
+            self.retiring.retain(|(_, retiring)| *retiring != conn);
+        }
         let reached = matches!(
             c.state,
             ConnState::Established { .. } | ConnState::Retiring { .. }
@@ -1639,6 +1656,7 @@ impl Node {
         }
         self.links.clear();
         self.route_ids.clear();
+        self.retiring.clear();
         self.link_buckets = BucketSet::default();
         self.table = KBucket::new(self.id, self.config.k);
         self.pending.clear();

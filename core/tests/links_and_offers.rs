@@ -136,6 +136,14 @@ fn a_shed_link_keeps_delivering_until_its_grace_ends() {
         matches!(o, Output::Event(peer_relay_core::Event::Message { ref data, .. }) if data.get() == "\"late\"")
     });
     assert!(delivered);
+    // And it is still reachable directly (a seed that sheds a joiner may be relaying the
+    // joiner's first offers and signals).
+    node.send(Time::ZERO, shed, &"to the shed peer").unwrap();
+    let sent_on = std::iter::from_fn(|| node.poll_output()).find_map(|o| match o {
+        Output::Transmit { conn, frame } if frame.contains("to the shed peer") => Some(conn),
+        _ => None,
+    });
+    assert_eq!(sent_on, Some(conn));
     let at = Time::ZERO + grace;
     assert_eq!(node.poll_timeout(), Some(at));
     node.handle_input(at, Input::Timeout);

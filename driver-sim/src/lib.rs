@@ -71,6 +71,10 @@ pub struct Run {
     /// Longest wait after the last join for the network to converge.
     #[serde(with = "model::micros")]
     pub warmup: Duration,
+    /// Extra time after convergence (or the warmup deadline) before traffic starts: links
+    /// keep reorganising for a while after every peer reached its target.
+    #[serde(with = "model::micros", default)]
+    pub settle: Duration,
     /// Time allowed after the last send for messages to arrive.
     #[serde(with = "model::micros")]
     pub drain: Duration,
@@ -85,6 +89,7 @@ impl Default for Run {
             messages: 10_000,
             rate: 1_000.0,
             warmup: Duration::from_secs(60),
+            settle: Duration::ZERO,
             drain: Duration::from_secs(10),
             churn: None,
         }
@@ -106,6 +111,8 @@ impl Run {
         // Traffic starts right after convergence (or at the deadline), never earlier than
         // the last join.
         sim.run_until(self.sim.joins_end());
+        let settled = sim.now() + self.settle;
+        sim.run_until(settled);
         let start = sim.now();
         if let Some(churn) = self.churn {
             sim.apply(Action::Churn(churn));
@@ -122,6 +129,6 @@ impl Run {
 
     /// The time traffic would start in a run that never converges.
     pub fn latest_traffic_start(&self) -> Time {
-        self.sim.joins_end() + self.warmup
+        self.sim.joins_end() + self.warmup + self.settle
     }
 }

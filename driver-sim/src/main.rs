@@ -85,13 +85,15 @@ struct Cli {
     /// Bootstrap topology: star, seeds:N, chain or random (a random earlier server).
     #[arg(long, default_value = "random")]
     bootstrap: Bootstrap,
-    /// Joins per second of the initial population. Much faster joins are a flash crowd,
-    /// which the default strategy does not converge from today (see the README).
+    /// Joins per second of the initial population (much faster joins: a flash crowd).
     #[arg(long, default_value_t = 50.0)]
     join_rate: f64,
     /// Longest wait for convergence after the last join before traffic starts anyway (s).
     #[arg(long, default_value_t = 60.0)]
     warmup_s: f64,
+    /// Extra time after convergence before traffic starts, for a settled network (s).
+    #[arg(long, default_value_t = 0.0)]
+    settle_s: f64,
     /// Time allowed after the last send for messages to arrive (s).
     #[arg(long, default_value_t = 10.0)]
     drain_s: f64,
@@ -195,6 +197,7 @@ impl Cli {
             messages: self.messages,
             rate: self.rate,
             warmup: millis(self.warmup_s * 1e3)?,
+            settle: millis(self.settle_s * 1e3)?,
             drain: millis(self.drain_s * 1e3)?,
             churn,
         })
