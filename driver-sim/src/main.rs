@@ -100,6 +100,11 @@ struct Cli {
     /// Print the report as one JSON object instead of the human summary.
     #[arg(long)]
     json: bool,
+    /// Run the same network twice, with the default strategy and with the original's, and
+    /// report both side by side (`--json`: `{"default": report, "original": report}`).
+    /// `--strategy` is ignored.
+    #[arg(long)]
+    compare: bool,
     /// Also write the hop histogram as an SVG chart to this file.
     #[arg(long, value_name = "FILE")]
     svg: Option<PathBuf>,
@@ -154,8 +159,8 @@ fn parse_servers(spec: &str, peers: usize) -> Result<usize, String> {
 }
 
 impl Cli {
-    fn to_run(&self) -> Result<Run, String> {
-        let mut node = match self.strategy {
+    fn to_run(&self, strategy: Strategy) -> Result<Run, String> {
+        let mut node = match strategy {
             Strategy::Default => Config::default(),
             Strategy::Original => Config::original(),
         };
@@ -204,17 +209,74 @@ impl Cli {
     }
 }
 
+/// The rows of `--compare`'s table: label and value of one report.
+fn comparison_rows(report: &peer_relay_sim::Report) -> Vec<(&'static str, String)> {
+    let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+    vec![
+        ("delivered", format!("{:.2}%", 100.0 * report.delivery_rate)),
+        ("hops mean", format!("{:.2}", report.hops_mean)),
+        ("hops p99", report.hops_p99.to_string()),
+        ("hops max", report.hops_max.to_string()),
+        (
+            "user frames per delivery",
+            format!("{:.2}", report.transmissions_per_delivery),
+        ),
+        (
+            "links mean / max",
+            format!("{:.1} / {}", report.links_mean, report.links_max),
+        ),
+        ("converged (ms)", opt(report.converge_ms)),
+        ("events", report.events.to_string()),
+        ("wall (ms)", report.wall_ms.to_string()),
+    ]
+}
+
+fn compare(cli: &Cli, rss_limit: u64) -> Result<(), String> {
+    let mut reports = Vec::new();
+    for strategy in [Strategy::Default, Strategy::Original] {
+        let (_sim, report) = cli.to_run(strategy)?.execute(!cli.quiet, Some(rss_limit))?;
+        reports.push(report);
+    }
+    if cli.json {
+        let both = serde_json::json!({ "default": reports[0], "original": reports[1] });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&both).map_err(|e| e.to_string())?
+        );
+    } else {
+        println!(
+            "{} peers, seed {}, log2 n = {:.1}\n",
+            reports[0].peers, reports[0].seed, reports[0].log2_peers
+        );
+        println!("| | default | original |\n|---|---|---|");
+        let (ours, theirs) = (comparison_rows(&reports[0]), comparison_rows(&reports[1]));
+        for ((label, a), (_, b)) in ours.iter().zip(&theirs) {
+            println!("| {label} | {a} | {b} |");
+        }
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let run = match cli.to_run() {
+    peer_relay_sim::report::set_heap_meter(|| ALLOCATOR.allocated());
+    let rss_limit = (cli.max_rss_gib * (1u64 << 30) as f64) as u64;
+    if cli.compare {
+        return match compare(&cli, rss_limit) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(why) => {
+                eprintln!("peer-relay-sim: {why}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    let run = match cli.to_run(cli.strategy) {
         Ok(run) => run,
         Err(why) => {
             eprintln!("peer-relay-sim: {why}");
             return ExitCode::from(2);
         }
     };
-    peer_relay_sim::report::set_heap_meter(|| ALLOCATOR.allocated());
-    let rss_limit = (cli.max_rss_gib * (1u64 << 30) as f64) as u64;
     let (_sim, report) = match run.execute(!cli.quiet, Some(rss_limit)) {
         Ok(done) => done,
         Err(why) => {
