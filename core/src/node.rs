@@ -798,7 +798,8 @@ impl Node {
         payload: &str,
     ) -> bool {
         if !self.links.contains_key(to) {
-            // A peer we just shed is still reachable directly until the close.
+            // A peer we just shed is still reachable directly until the close: a seed that
+            // sheds joiners fast must still pass on their first offers and signals.
             if let Some(&(_, conn)) = self.retiring.iter().find(|(peer, _)| peer == to) {
                 let mut frame = String::new();
                 write_envelope(&mut frame, to, from, path, Some(&self.id), nonce, payload);
