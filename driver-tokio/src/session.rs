@@ -268,6 +268,7 @@ impl Session {
             .await?;
         let conn = self.conn;
         let inbox = self.inbox.clone();
+        let mid = self.mid.clone();
         // Reading, writing and watching the connection run concurrently: a peer that stops
         // reading must not stop us reading from it.
         let read = async {
@@ -353,8 +354,18 @@ impl Session {
             while let Some(event) = events.recv().await {
                 match event {
                     PcEvent::Failed(why) => return why,
-                    // Candidates gathered late still go out; extra channels are ignored.
-                    PcEvent::Candidate(_) | PcEvent::DataChannel(_) => {}
+                    // Candidates gathered late still go out.
+                    PcEvent::Candidate(candidate) => {
+                        let signal = ConnEvent::LocalSignal {
+                            conn,
+                            signal: candidate_signal(&candidate, &mid),
+                        };
+                        if inbox.send(signal).await.is_err() {
+                            return "driver gone".to_owned();
+                        }
+                    }
+                    // A second channel from the peer is not ours to use.
+                    PcEvent::DataChannel(_) => {}
                 }
             }
             "peer connection gone".to_owned()
@@ -377,15 +388,8 @@ impl Session {
     }
 
     async fn local_candidate(&self, candidate: String) -> Result<(), BoxError> {
-        // simple-peer's wrapper around an RTCIceCandidateInit.
-        let signal = serde_json::json!({
-            "candidate": {
-                "candidate": candidate,
-                "sdpMLineIndex": 0,
-                "sdpMid": self.mid,
-            }
-        });
-        self.local_signal(signal.to_string()).await
+        self.local_signal(candidate_signal(&candidate, &self.mid))
+            .await
     }
 
     /// Applies a remote signal. A malformed or unexpected one is ignored and counted; a
@@ -492,6 +496,18 @@ fn release(queued_bytes: &AtomicUsize, frames: &[Utf8Bytes]) {
     queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
 }
 
+/// simple-peer's wrapper around an `RTCIceCandidateInit`.
+fn candidate_signal(candidate: &str, mid: &str) -> String {
+    serde_json::json!({
+        "candidate": {
+            "candidate": candidate,
+            "sdpMLineIndex": 0,
+            "sdpMid": mid,
+        }
+    })
+    .to_string()
+}
+
 /// The first `a=mid:` of an SDP (the data channel's m-line), `"0"` if there is none.
 fn mid_of(sdp: &str) -> String {
     sdp.lines()
@@ -527,6 +543,23 @@ mod tests {
         assert_eq!(candidate.candidate.unwrap().sdp_mid.as_deref(), Some("0"));
         let renegotiate: RemoteSignal = serde_json::from_str(r#"{"renegotiate":true}"#).unwrap();
         assert!(renegotiate.kind.is_none() && renegotiate.candidate.is_none());
+    }
+
+    #[test]
+    fn candidates_are_wrapped_as_simple_peer_does() {
+        let signal: serde_json::Value = serde_json::from_str(&candidate_signal(
+            "candidate:1 1 udp 5 10.0.0.1 9 typ host",
+            "0",
+        ))
+        .unwrap();
+        assert_eq!(
+            signal,
+            serde_json::json!({"candidate": {
+                "candidate": "candidate:1 1 udp 5 10.0.0.1 9 typ host",
+                "sdpMLineIndex": 0,
+                "sdpMid": "0",
+            }})
+        );
     }
 
     #[test]
