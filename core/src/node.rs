@@ -797,7 +797,7 @@ impl Node {
         kind: PayloadKind,
         payload: &str,
     ) -> bool {
-        if !self.links.contains_key(to) {
+        if !self.retiring.is_empty() && !self.links.contains_key(to) {
             // A peer we just shed is still reachable directly until the close: a seed that
             // sheds joiners fast must still pass on their first offers and signals.
             if let Some(&(_, conn)) = self.retiring.iter().find(|(peer, _)| peer == to) {
