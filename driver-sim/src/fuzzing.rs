@@ -21,6 +21,9 @@ pub const MAX_INITIAL_PEERS: usize = 12;
 pub const MAX_PEERS: usize = 16;
 /// Most steps of a scenario that are run (the rest of the input is ignored).
 pub const MAX_STEPS: usize = 48;
+/// Outputs of all nodes at one virtual instant beyond which a run counts as a livelock. A
+/// whole population joining at once produces a few thousand.
+pub const SAME_INSTANT_OUTPUTS: u32 = 200_000;
 
 /// Node configuration knobs, each mapped into a valid range.
 #[derive(Debug, Clone, Arbitrary)]
@@ -223,6 +226,20 @@ type Outcome = (u64, Vec<crate::MessageRecord>);
 pub fn run_scenario(scenario: &Scenario) -> Outcome {
     let config = scenario.sim_config();
     let mut sim = Sim::new(config).expect("the scenario's config is valid");
+    // Virtual time that stops while outputs keep coming is a livelock (a storm of messages
+    // with no timer between them): fail with that, rather than hang the fuzzer.
+    let mut instant = (peer_relay_core::Time::ZERO, 0u32);
+    sim.set_observer(Some(Box::new(move |now, _, _| {
+        instant = if now == instant.0 {
+            (now, instant.1 + 1)
+        } else {
+            (now, 1)
+        };
+        assert!(
+            instant.1 <= SAME_INSTANT_OUTPUTS,
+            "livelock: {SAME_INSTANT_OUTPUTS} outputs at virtual time {now:?}"
+        );
+    })));
     // Let the initial population join before the scripted part starts.
     sim.run_until(sim.config().joins_end());
     check(&sim);
