@@ -109,6 +109,9 @@ pub struct Config {
     pub pending_connect_timeout: Duration,
     /// A candidate whose connect failed is not retried for this long, doubled per failure.
     pub connect_retry_backoff: Duration,
+    /// Most peers whose retry time is remembered apart from the candidate table (so an
+    /// evicted and re-learned candidate keeps its backoff); 0 keeps none.
+    pub connect_backoffs_max: usize,
     /// A WebSocket link that sends no id handshake within this time is closed.
     pub id_handshake_timeout: Duration,
     /// A WebRTC session that has not opened its data channel within this time is abandoned.
@@ -157,6 +160,7 @@ impl Default for Config {
             max_pending_connects: 32,
             pending_connect_timeout: Duration::from_secs(10),
             connect_retry_backoff: Duration::from_secs(5),
+            connect_backoffs_max: 1_024,
             id_handshake_timeout: Duration::from_secs(10),
             webrtc_timeout: Duration::from_secs(20),
             max_violations: 8,
@@ -210,8 +214,12 @@ impl Config {
         if self.max_json_depth < 4 {
             return fail("max_json_depth must be at least 4");
         }
-        if self.seen_nonces_max == 0 {
-            return fail("seen_nonces_max must be at least 1");
+        // Two generations of at most half the bound each (an odd bound rounds down).
+        if self.seen_nonces_max < 2 {
+            return fail("seen_nonces_max must be at least 2");
+        }
+        if self.preferred_paths_max == 1 {
+            return fail("preferred_paths_max must be 0 (off) or at least 2");
         }
         if let Some(url) = &self.advertised_url {
             if !crate::node::is_ws_url(url) {

@@ -1,6 +1,7 @@
 //! Discovery: the candidate table, which candidates to link, and what to put in a
 //! `foundPeers` reply.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rand_core::Rng;
@@ -26,15 +27,69 @@ pub struct Candidate {
 pub struct Candidates {
     table: KBucket<Candidate>,
     evict_stale: bool,
+    backoffs: Backoffs,
+}
+
+/// Retry times of peers whose connects failed, kept apart from the candidate table: a
+/// candidate evicted from a full bucket and learned again would otherwise come back with no
+/// backoff, and two peers that cannot link (say, no transport in common) would re-offer at
+/// once, forever. Two generations of at most `max / 2` entries each; entries whose time has
+/// passed are dead weight that the next rotation drops.
+#[derive(Debug, Clone)]
+struct Backoffs {
+    current: BTreeMap<PeerId, Time>,
+    previous: BTreeMap<PeerId, Time>,
+    half_max: usize,
+}
+
+impl Backoffs {
+    fn new(max: usize) -> Self {
+        Backoffs {
+            current: BTreeMap::new(),
+            previous: BTreeMap::new(),
+            half_max: max / 2,
+        }
+    }
+
+    fn insert(&mut self, id: PeerId, retry_at: Time) {
+        if self.half_max == 0 {
+            return;
+        }
+        if self.current.len() >= self.half_max && !self.current.contains_key(&id) {
+            self.previous = std::mem::take(&mut self.current);
+        }
+        self.previous.remove(&id);
+        self.current.insert(id, retry_at);
+    }
+
+    fn remove(&mut self, id: &PeerId) {
+        self.current.remove(id);
+        self.previous.remove(id);
+    }
+
+    fn ready(&self, id: &PeerId, now: Time) -> bool {
+        let at = self.current.get(id).or_else(|| self.previous.get(id));
+        at.is_none_or(|at| *at <= now)
+    }
+
+    fn len(&self) -> usize {
+        self.current.len() + self.previous.len()
+    }
 }
 
 impl Candidates {
     /// An empty table around `local`.
-    pub fn new(local: PeerId, k: usize, evict_stale: bool) -> Self {
+    pub fn new(local: PeerId, k: usize, evict_stale: bool, backoffs_max: usize) -> Self {
         Candidates {
             table: KBucket::new(local, k),
             evict_stale,
+            backoffs: Backoffs::new(backoffs_max),
         }
+    }
+
+    /// Peers whose retry time is remembered apart from the table.
+    pub fn backoffs(&self) -> usize {
+        self.backoffs.len()
     }
 
     /// The underlying table.
@@ -77,15 +132,22 @@ impl Candidates {
     /// after [`Self::MAX_FAILURES`] failures in a row (that is how departed peers age out).
     pub fn connect_failed(&mut self, id: &PeerId, now: Time, base: Duration) {
         let Some(c) = self.table.get_mut(id) else {
-            return;
+            // Not a candidate (any more): still not to be retried before `base`.
+            let retry_at = now + base;
+            if !self.backoffs.ready(id, retry_at) {
+                return;
+            }
+            return self.backoffs.insert(*id, retry_at);
         };
         c.failures = c.failures.saturating_add(1);
+        let factor = 1u32 << u32::from(c.failures - 1);
+        let retry_at = now + base * factor;
         if c.failures >= Self::MAX_FAILURES {
             self.table.remove(id);
-            return;
+        } else {
+            c.retry_at = retry_at;
         }
-        let factor = 1u32 << u32::from(c.failures - 1);
-        c.retry_at = now + base * factor;
+        self.backoffs.insert(*id, retry_at);
     }
 
     /// A link to `id` closed. The peer may be gone or may just have shed the link (a budget
@@ -94,6 +156,7 @@ impl Candidates {
         if let Some(c) = self.table.get_mut(id) {
             c.retry_at = now + base;
         }
+        self.backoffs.insert(*id, now + base);
     }
 
     /// A link to `id` came up: clear its failures.
@@ -101,11 +164,12 @@ impl Candidates {
         if let Some(c) = self.table.get_mut(id) {
             *c = Candidate::default();
         }
+        self.backoffs.remove(id);
     }
 
     /// Whether `id` may be tried now (unknown ids may).
     pub fn ready(&self, id: &PeerId, now: Time) -> bool {
-        self.table.get(id).is_none_or(|c| c.retry_at <= now)
+        self.table.get(id).is_none_or(|c| c.retry_at <= now) && self.backoffs.ready(id, now)
     }
 
     /// The original's pick: the `n` candidates nearest to our own id.
@@ -343,8 +407,8 @@ mod tests {
     #[test]
     fn stale_candidates_are_evicted_when_enabled() {
         let me = id(0, 0);
-        let mut keep = Candidates::new(me, 2, false);
-        let mut evict = Candidates::new(me, 2, true);
+        let mut keep = Candidates::new(me, 2, false, 64);
+        let mut evict = Candidates::new(me, 2, true, 64);
         for c in [&mut keep, &mut evict] {
             c.saw(id(0x80, 1));
             c.saw(id(0x80, 2));
@@ -356,9 +420,39 @@ mod tests {
     }
 
     #[test]
+    fn an_evicted_and_relearned_candidate_keeps_its_backoff() {
+        let me = id(0, 0);
+        let mut c = Candidates::new(me, 1, true, 64);
+        let (a, b) = (id(0x80, 1), id(0x80, 2));
+        let now = Time::from_millis(1_000);
+        c.saw(a);
+        c.connect_failed(&a, now, Duration::from_secs(5));
+        assert!(!c.ready(&a, now));
+        // A one-contact bucket: hearing of `b` evicts `a`, hearing of `a` again evicts `b`.
+        c.saw(b);
+        assert!(!c.table().contains(&a));
+        c.saw(a);
+        assert!(c.table().contains(&a));
+        assert!(!c.ready(&a, now), "re-learned with its backoff");
+        assert!(c.ready(&a, now + Duration::from_secs(5)));
+        c.connected(&a);
+        assert_eq!(c.backoffs(), 0);
+    }
+
+    #[test]
+    fn remembered_backoffs_stay_within_their_bound() {
+        let me = id(0, 0);
+        let mut c = Candidates::new(me, 20, true, 8);
+        for n in 0..100u8 {
+            c.connect_failed(&id(0x40, n), Time::ZERO, Duration::from_secs(5));
+            assert!(c.backoffs() <= 8);
+        }
+    }
+
+    #[test]
     fn failures_back_off_and_connect_clears_them() {
         let me = id(0, 0);
-        let mut c = Candidates::new(me, 20, true);
+        let mut c = Candidates::new(me, 20, true, 64);
         let peer = id(0x80, 1);
         c.saw(peer);
         let base = Duration::from_secs(5);
@@ -379,7 +473,7 @@ mod tests {
     #[test]
     fn bucket_diverse_covers_each_bucket_once() {
         let me = id(0, 0);
-        let mut c = Candidates::new(me, 3, true);
+        let mut c = Candidates::new(me, 3, true, 64);
         // Bucket 0 (first bit differs), bucket 1, bucket 2, plus near ones.
         for peer in [
             id(0x80, 1),
@@ -408,7 +502,7 @@ mod tests {
     #[test]
     fn replies_leave_out_the_asker() {
         let me = id(0, 0);
-        let mut c = Candidates::new(me, 20, true);
+        let mut c = Candidates::new(me, 20, true, 64);
         let asker = id(0x80, 1);
         for last in 1..10 {
             c.saw(id(0x80, last));

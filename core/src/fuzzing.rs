@@ -550,6 +550,7 @@ pub fn check_sizes(node: &Node) {
         s.candidates <= c.k * (crate::id::ID_BITS + 1),
         "candidates {s:?}"
     );
+    assert!(s.backoffs <= c.connect_backoffs_max, "backoffs {s:?}");
     assert!(s.table <= s.links, "table {s:?}");
     // Every armed timer belongs to something that exists: at most one per connection, one
     // per pending connect, one per bootstrap url, plus the refresh timer.

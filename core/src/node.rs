@@ -334,6 +334,8 @@ pub struct Sizes {
     pub table: usize,
     /// Candidate ids.
     pub candidates: usize,
+    /// Peers whose connect backoff is remembered apart from the candidates.
+    pub backoffs: usize,
     /// Connect attempts in flight.
     pub pending: usize,
     /// Remembered nonces.
@@ -458,7 +460,7 @@ impl Node {
             retiring: Vec::new(),
             link_buckets: BucketSet::default(),
             table: KBucket::new(id, config.k),
-            candidates: Candidates::new(id, config.k, evict_stale),
+            candidates: Candidates::new(id, config.k, evict_stale, config.connect_backoffs_max),
             lookups: Lookups::new(config.max_lookups),
             pending: BTreeMap::new(),
             seen,
@@ -504,6 +506,7 @@ impl Node {
             links: self.links.len(),
             table: self.table.len(),
             candidates: self.candidates.len(),
+            backoffs: self.candidates.backoffs(),
             pending: self.pending.len(),
             seen_nonces: self.seen.len(),
             preferred_paths: self.preferred.len(),
@@ -1096,6 +1099,12 @@ impl Node {
             self.flush_queue();
         }
         let _ = self.originate(peer, &OutgoingPayload::FindPeers(self.id));
+        if self.links.len() >= 2 {
+            // In the network beyond a bootstrap link: bootstrap backoffs start over.
+            for entry in &mut self.bootstrap {
+                entry.failures = 0;
+            }
+        }
         self.emit(Event::PeerConnected { peer, transport });
         self.enforce_link_budget(peer);
     }
@@ -1683,9 +1692,13 @@ impl Node {
         if reason == Some(CloseReason::SelfConnection) {
             self.bootstrap[index].state = BootState::Disabled;
         } else if reached {
-            self.bootstrap[index].failures = 0;
             self.bootstrap[index].state = BootState::Idle;
             if self.links.is_empty() {
+                // It let us in but we found no one else before it dropped us (a seed shedding
+                // joiners): dial it again only after a backoff, as after a failure, or a busy
+                // seed gets every stranded joiner back every few seconds forever. The backoff
+                // resets once we hold a link besides the bootstrap one.
+                self.bootstrap_failed(index);
                 self.redial_bootstrap();
             }
         } else {

@@ -45,7 +45,9 @@ impl Rotation {
         Rotation {
             epoch: 0,
             half_ttl_micros,
-            half_max: max.div_ceil(2).max(1),
+            // Each generation holds at most half: together never more than `max` (an odd
+            // `max` rounds down; `Config::validate` refuses 1).
+            half_max: (max / 2).max(1),
         }
     }
 
@@ -328,6 +330,26 @@ mod tests {
         }
         assert!(seen.contains(&nonce(9_999)));
         assert!(!seen.contains(&nonce(0)));
+    }
+
+    #[test]
+    fn odd_bounds_are_never_exceeded() {
+        for max in [2, 3, 5, 7, 101] {
+            let mut seen = SeenNonces::new(max, Duration::from_secs(60), 1);
+            let mut paths = PreferredPaths::new(max, Duration::from_secs(60), 1);
+            for n in 0..1_000u64 {
+                seen.insert(Time::ZERO, &nonce(n));
+                let mut sender = [0u8; 20];
+                sender[..8].copy_from_slice(&n.to_be_bytes());
+                paths.insert(
+                    Time::ZERO,
+                    PeerId::from_bytes(sender),
+                    PeerId::from_bytes([1; 20]),
+                );
+                assert!(seen.len() <= max, "{} nonces over {max}", seen.len());
+                assert!(paths.len() <= max, "{} paths over {max}", paths.len());
+            }
+        }
     }
 
     #[test]

@@ -462,3 +462,46 @@ fn an_sdp_offer_from_a_peer_without_session_starts_a_responder() {
             .any(|l| l.contains("RemoteSignal") && l.contains("fake-offer"))
     );
 }
+
+/// A seed at its link budget sheds joiners. One that found nobody else (here: no transport
+/// in common with the other joiner) dials the seed again only after a growing backoff, not
+/// every few seconds forever.
+#[test]
+fn a_joiner_shed_by_its_seed_backs_off_before_dialling_again() {
+    let mut net = Net::new();
+    let seed = net.add(
+        Config {
+            max_links: 1,
+            target_links: 1,
+            ..Config::default()
+        },
+        40,
+        true,
+    );
+    let joiner = Config {
+        webrtc: false,
+        ..Config::default()
+    };
+    let a = net.add(joiner.clone(), 41, false);
+    let b = net.add(joiner, 42, false);
+    net.bootstrap(a, seed);
+    net.bootstrap(b, seed);
+    net.run_for(secs(120));
+    let seed_id = net.id(seed);
+    let links_to_seed = |node: usize| {
+        net.events
+            .iter()
+            .filter(|(n, e)| {
+                *n == node && matches!(e, Event::PeerConnected { peer, .. } if *peer == seed_id)
+            })
+            .count()
+    };
+    let (from_a, from_b) = (links_to_seed(a), links_to_seed(b));
+    // With the backoff doubling from 0.5 s to 30 s, two minutes hold at most about a dozen
+    // attempts per joiner; re-dialling right after each shed (2 s of grace) made 50.
+    assert!(
+        from_a + from_b >= 3,
+        "the joiners did reach the seed: {from_a} + {from_b}"
+    );
+    assert!(from_a <= 12 && from_b <= 12, "dials: {from_a}, {from_b}");
+}
