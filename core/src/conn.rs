@@ -83,6 +83,7 @@ pub(crate) enum ConnState {
     Retiring {
         peer: PeerId,
         reason: crate::CloseReason,
+        until: Time,
     },
 }
 

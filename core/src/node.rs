@@ -1178,11 +1178,16 @@ impl Node {
         if self.config.shed_grace.is_zero() {
             return self.close(conn, reason);
         }
+        let until = self.now + self.config.shed_grace;
         if let Some(c) = self.conns.get_mut(&conn) {
-            c.state = ConnState::Retiring { peer, reason };
+            c.state = ConnState::Retiring {
+                peer,
+                reason,
+                until,
+            };
             self.retiring.push((peer, conn));
+            self.arm(until, Timer::Retire(conn));
         }
-        self.arm(self.now + self.config.shed_grace, Timer::Retire(conn));
     }
 
     /// Closes every connection of a link (the link goes down once, with one event).
@@ -1451,7 +1456,8 @@ impl Node {
         if let ConnState::AwaitingId { deadline } = c.state {
             self.timers.remove(&(deadline, Timer::Handshake(conn)));
         }
-        if matches!(c.state, ConnState::Retiring { .. }) {
+        if let ConnState::Retiring { until, .. } = c.state {
+            self.timers.remove(&(until, Timer::Retire(conn)));
             self.retiring.retain(|(_, retiring)| *retiring != conn);
         }
         let reached = matches!(
