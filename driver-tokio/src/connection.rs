@@ -270,6 +270,32 @@ where
     (handle, run(conn, ws, rx, queued_bytes, inbox, read_budget))
 }
 
+/// Hands a batch of frames read from `conn` to the driver. Memory between a socket and the
+/// node is bounded in bytes: without budget (or room in the inbox) this waits, the reader
+/// stops reading, and the transport pushes back on the peer. False once the driver is gone.
+pub(crate) async fn hand_over(
+    conn: ConnId,
+    frames: Vec<Inbound>,
+    bytes: usize,
+    read_budget: &Semaphore,
+    inbox: &mpsc::Sender<ConnEvent>,
+) -> bool {
+    if frames.is_empty() {
+        return true;
+    }
+    let permits = u32::try_from(bytes).unwrap_or(u32::MAX);
+    let Ok(taken) = read_budget.acquire_many(permits).await else {
+        return false;
+    };
+    taken.forget();
+    let event = ConnEvent::Frames {
+        conn,
+        frames,
+        bytes: permits as usize,
+    };
+    inbox.send(event).await.is_ok()
+}
+
 /// One connection: reads frames into the driver's inbox and writes what the driver queued,
 /// concurrently (a peer that stops reading must not stop us reading from it), until either
 /// side closes.
@@ -321,22 +347,8 @@ async fn run<S>(
                     None => break,
                 }
             }
-            if !frames.is_empty() {
-                // Memory between the socket and the node is bounded in bytes: without budget
-                // (or room in the inbox) we stop reading, and TCP pushes back on the peer.
-                let permits = u32::try_from(bytes).unwrap_or(u32::MAX);
-                let Ok(taken) = read_budget.acquire_many(permits).await else {
-                    return;
-                };
-                taken.forget();
-                let event = ConnEvent::Frames {
-                    conn,
-                    frames,
-                    bytes: permits as usize,
-                };
-                if inbox.send(event).await.is_err() {
-                    return;
-                }
+            if !hand_over(conn, frames, bytes, &read_budget, &inbox).await {
+                return;
             }
             if ended {
                 return;

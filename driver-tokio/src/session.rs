@@ -19,7 +19,9 @@ use webrtc::peer_connection::{
     RTCPeerConnectionState, RTCSdpType, RTCSessionDescription, SettingEngineBuilder,
 };
 
-use crate::connection::{ConnEvent, ConnHandle, Inbound, Outgoing, READ_BATCH, READ_BATCH_BYTES};
+use crate::connection::{
+    ConnEvent, ConnHandle, Inbound, Outgoing, READ_BATCH, READ_BATCH_BYTES, hand_over,
+};
 
 /// What every session of one driver shares: the WebRTC options and the counters.
 #[derive(Debug)]
@@ -303,20 +305,8 @@ impl Session {
                         None => break,
                     }
                 }
-                if !frames.is_empty() {
-                    let permits = u32::try_from(bytes).unwrap_or(u32::MAX);
-                    let Ok(taken) = read_budget.acquire_many(permits).await else {
-                        return;
-                    };
-                    taken.forget();
-                    let event = ConnEvent::Frames {
-                        conn,
-                        frames,
-                        bytes: permits as usize,
-                    };
-                    if inbox.send(event).await.is_err() {
-                        return;
-                    }
+                if !hand_over(conn, frames, bytes, read_budget, &inbox).await {
+                    return;
                 }
                 if ended {
                     return;
