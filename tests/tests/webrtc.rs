@@ -239,9 +239,12 @@ fn webrtc_timeout_falls_back_to_the_peers_websocket() {
     });
 }
 
-/// Rust and the JS original (with `@roamhq/wrtc`), both without servers, joined through a
-/// Rust hub; `initiator` sends the handshake-offer, so it creates the WebRTC offer.
-async fn rust_js_link(initiator: Kind) {
+/// A Rust peer and `other` (the JS original in Node with `@roamhq/wrtc`, or its bundle in
+/// Chromium, whose addresses hide behind mDNS `.local` candidates that the Rust side
+/// resolves), both without servers, joined through a Rust hub; `initiator` sends the
+/// handshake-offer, so it creates the WebRTC offer. They link over WebRTC and messages go
+/// both ways directly.
+async fn rust_link_over_webrtc(other: Kind, initiator: Kind) {
     let mut hub = Peer::start(
         Kind::Rust,
         &Spec {
@@ -258,30 +261,40 @@ async fn rust_js_link(initiator: Kind) {
         ..Spec::default()
     };
     let mut rust = Peer::start(Kind::Rust, &joining).await;
-    let mut js = Peer::start(Kind::Js, &joining).await;
+    let mut peer = Peer::start(other, &joining).await;
     rust.expect_peer(hub.id).await;
-    js.expect_peer(hub.id).await;
+    peer.expect_peer(hub.id).await;
     hub.expect_peer(rust.id).await;
-    hub.expect_peer(js.id).await;
+    hub.expect_peer(peer.id).await;
     let (first, second) = if initiator == Kind::Rust {
-        (&mut rust, &mut js)
+        (&mut rust, &mut peer)
     } else {
-        (&mut js, &mut rust)
+        (&mut peer, &mut rust)
     };
     first.connect(second.id).await;
     assert_eq!(first.expect_link(second.id).await, "webrtc");
     assert_eq!(second.expect_link(first.id).await, "webrtc");
-    rust.send(js.id, &json!({"from": "rust"})).await;
+    rust.send(peer.id, &json!({"from": "rust"})).await;
     assert_eq!(
-        js.expect_routed_message(rust.id).await,
+        peer.expect_routed_message(rust.id).await,
         (json!({"from": "rust"}), Some(1))
     );
-    js.send(rust.id, &json!([1, "js"])).await;
-    assert_eq!(
-        rust.expect_routed_message(js.id).await,
-        (json!([1, "js"]), Some(1))
-    );
-    js.destroy().await;
+    let back = if other == Kind::Browser {
+        json!(["from", "chromium"])
+    } else {
+        json!([1, "js"])
+    };
+    peer.send(rust.id, &back).await;
+    assert_eq!(rust.expect_routed_message(peer.id).await, (back, Some(1)));
+    if other == Kind::Browser {
+        // Chromium offers only `.local` host candidates. Whether the selected pair is the one
+        // we resolved by mDNS or the peer-reflexive one learned from Chromium's checks is a
+        // race (`DriverStats::webrtc_mdns_links` says which; see the README), so it is not
+        // asserted.
+        let stats = rust.stats().await.expect("a Rust peer");
+        assert_eq!(stats.driver.webrtc_without_mdns, 0, "{stats:?}");
+    }
+    peer.destroy().await;
     rust.destroy().await;
     hub.destroy().await;
 }
@@ -291,7 +304,7 @@ fn rust_and_js_wrtc_link_rust_initiates() {
     if !inside("rust_and_js_wrtc_link_rust_initiates") || !js_available() {
         return;
     }
-    runtime().block_on(rust_js_link(Kind::Rust));
+    runtime().block_on(rust_link_over_webrtc(Kind::Js, Kind::Rust));
 }
 
 #[test]
@@ -299,60 +312,7 @@ fn rust_and_js_wrtc_link_js_initiates() {
     if !inside("rust_and_js_wrtc_link_js_initiates") || !js_available() {
         return;
     }
-    runtime().block_on(rust_js_link(Kind::Js));
-}
-
-/// Rust and the JS original's bundle in Chromium (its addresses hidden behind mDNS `.local`
-/// candidates, which the Rust side resolves), joined through a Rust hub; `initiator` sends the
-/// handshake-offer.
-async fn rust_browser_link(initiator: Kind) {
-    let mut hub = Peer::start(
-        Kind::Rust,
-        &Spec {
-            server: true,
-            webrtc: true,
-            ..Spec::default()
-        },
-    )
-    .await;
-    let joining = Spec {
-        bootstrap: vec![hub.url().to_owned()],
-        no_populate: true,
-        webrtc: true,
-        ..Spec::default()
-    };
-    let mut rust = Peer::start(Kind::Rust, &joining).await;
-    let mut page = Peer::start(Kind::Browser, &joining).await;
-    rust.expect_peer(hub.id).await;
-    page.expect_peer(hub.id).await;
-    hub.expect_peer(rust.id).await;
-    hub.expect_peer(page.id).await;
-    let (first, second) = if initiator == Kind::Rust {
-        (&mut rust, &mut page)
-    } else {
-        (&mut page, &mut rust)
-    };
-    first.connect(second.id).await;
-    assert_eq!(first.expect_link(second.id).await, "webrtc");
-    assert_eq!(second.expect_link(first.id).await, "webrtc");
-    rust.send(page.id, &json!({"from": "rust"})).await;
-    assert_eq!(
-        page.expect_routed_message(rust.id).await,
-        (json!({"from": "rust"}), Some(1))
-    );
-    page.send(rust.id, &json!(["from", "chromium"])).await;
-    assert_eq!(
-        rust.expect_routed_message(page.id).await,
-        (json!(["from", "chromium"]), Some(1))
-    );
-    // Chromium offers only `.local` host candidates. Whether the selected pair is the one we
-    // resolved by mDNS or the peer-reflexive one learned from Chromium's checks is a race
-    // (`DriverStats::webrtc_mdns_links` says which; see the README), so it is not asserted.
-    let stats = rust.stats().await.expect("a Rust peer");
-    assert_eq!(stats.driver.webrtc_without_mdns, 0, "{stats:?}");
-    page.destroy().await;
-    rust.destroy().await;
-    hub.destroy().await;
+    runtime().block_on(rust_link_over_webrtc(Kind::Js, Kind::Js));
 }
 
 #[test]
@@ -360,7 +320,7 @@ fn rust_and_chromium_link_rust_initiates() {
     if !inside("rust_and_chromium_link_rust_initiates") || !browser_available() {
         return;
     }
-    runtime().block_on(rust_browser_link(Kind::Rust));
+    runtime().block_on(rust_link_over_webrtc(Kind::Browser, Kind::Rust));
 }
 
 #[test]
@@ -368,7 +328,7 @@ fn rust_and_chromium_link_chromium_initiates() {
     if !inside("rust_and_chromium_link_chromium_initiates") || !browser_available() {
         return;
     }
-    runtime().block_on(rust_browser_link(Kind::Browser));
+    runtime().block_on(rust_link_over_webrtc(Kind::Browser, Kind::Browser));
 }
 
 #[test]
