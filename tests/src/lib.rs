@@ -7,6 +7,7 @@
 
 pub mod netns;
 
+use std::collections::VecDeque;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -79,7 +80,14 @@ pub struct Peer {
     /// Its WebSocket url, if it runs a server.
     pub url: Option<String>,
     inner: Inner,
+    /// Events an [`Peer::expect`] read past, oldest first, so a later `expect` still sees
+    /// them: two links can come up in either order, and waiting for one must not lose the
+    /// other.
+    skipped: VecDeque<PeerEvent>,
 }
+
+/// How many skipped events a [`Peer`] keeps; older ones are dropped.
+const SKIPPED_MAX: usize = 1024;
 
 enum Inner {
     Rust { relay: PeerRelay, events: Events },
@@ -194,6 +202,7 @@ impl Peer {
             id: relay.id(),
             url: relay.url().map(str::to_owned),
             inner: Inner::Rust { relay, events },
+            skipped: VecDeque::new(),
         }
     }
 
@@ -239,6 +248,7 @@ impl Peer {
             id,
             url,
             inner: Inner::Js(Box::new(process)),
+            skipped: VecDeque::new(),
         }
     }
 
@@ -307,7 +317,8 @@ impl Peer {
         }
     }
 
-    /// Waits (at most [`WAIT`]) for the first event `pick` accepts, skipping others.
+    /// Waits (at most [`WAIT`]) for the first event `pick` accepts: the oldest skipped one,
+    /// else the next new one. Events it reads past are kept for later calls.
     /// Panics on a JS crash report, a closed stream or the timeout.
     pub async fn expect<T>(
         &mut self,
@@ -315,6 +326,15 @@ impl Peer {
         mut pick: impl FnMut(&PeerEvent) -> Option<T>,
     ) -> T {
         let kind = self.kind;
+        if let Some((index, found)) = self
+            .skipped
+            .iter()
+            .enumerate()
+            .find_map(|(index, event)| pick(event).map(|found| (index, found)))
+        {
+            self.skipped.remove(index);
+            return found;
+        }
         let found = tokio::time::timeout(WAIT, async {
             while let Some(event) = self.next_event().await {
                 if let PeerEvent::Error(message) = &event {
@@ -326,6 +346,15 @@ impl Peer {
                 if let Some(found) = pick(&event) {
                     return Some(found);
                 }
+                if let PeerEvent::PeerRemoved(gone) = &event {
+                    // A link that already closed must not satisfy a later `expect_link`.
+                    self.skipped
+                        .retain(|e| !matches!(e, PeerEvent::Peer(id, _) if id == gone));
+                }
+                if self.skipped.len() == SKIPPED_MAX {
+                    self.skipped.pop_front();
+                }
+                self.skipped.push_back(event);
             }
             None
         })
