@@ -71,10 +71,18 @@ pub struct Config {
     pub max_links: usize,
     /// A shed link stops carrying our traffic at once but is closed only this much later, so
     /// frames the other side sent before it learns of the close still arrive and are relayed
-    /// (closing at once loses them). Retiring connections count against `max_connections`.
+    /// (closing at once loses them), and a shed joiner can finish the link setups it started
+    /// through us. Retiring connections count against `max_connections`.
     pub shed_grace: Duration,
-    /// Most connections in any state (dialing, handshaking, established). An inbound
-    /// connection past it is refused.
+    /// Most connections in any state (dialing, handshaking, established, retiring). An
+    /// inbound connection past it is refused.
+    ///
+    /// This sets how fast a seed that everyone bootstraps through admits joiners: each
+    /// joiner past `max_links` retires someone for `shed_grace`, so a seed takes about
+    /// `(max_connections - max_links) / shed_grace` joiners per second (96/s by default)
+    /// and refuses the rest, who retry after a backoff. Refusing is what keeps an
+    /// overloaded seed useful: admitting more would cut every joiner's grace below the time
+    /// it needs to link elsewhere, and they would all come back.
     pub max_connections: usize,
 
     /// Hops after which a message is dropped instead of relayed (20). Paths longer than this
@@ -145,8 +153,8 @@ impl Default for Config {
             k: 20,
             target_links: 15,
             max_links: 32,
-            shed_grace: Duration::from_secs(2),
-            max_connections: 64,
+            shed_grace: Duration::from_secs(1),
+            max_connections: 128,
             max_hops: 20,
             max_frame_bytes: 1 << 20,
             max_json_depth: 128,

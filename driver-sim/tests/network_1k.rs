@@ -2,8 +2,8 @@
 
 mod common;
 
-use common::{check_routing_quality, converged, secs, traffic};
-use peer_relay_sim::{Action, LinkModel, NetConfig, SimConfig};
+use common::{check_converges_and_delivers, check_routing_quality, converged, secs, traffic};
+use peer_relay_sim::{Action, Bootstrap, LinkModel, NetConfig, SimConfig};
 
 fn thousand(seed: u64) -> SimConfig {
     SimConfig {
@@ -41,6 +41,15 @@ fn a_thousand_peers_converge_and_deliver_ten_thousand_messages() {
         sim.link_inconsistencies()
     );
     check_routing_quality(&sim);
+}
+
+/// Everyone bootstraps through one seed (the other shape the issue names).
+#[test]
+fn a_thousand_peers_through_one_seed_converge_and_deliver() {
+    check_converges_and_delivers(SimConfig {
+        bootstrap: Bootstrap::Star,
+        ..thousand(12)
+    });
 }
 
 #[test]

@@ -80,3 +80,21 @@ pub fn check_routing_quality(sim: &Sim) {
         report.links_max
     );
 }
+
+/// The stable-network check: `config` converges, then 10,000 random-pair messages
+/// arrive at >= 99.9% with the routing-quality bounds.
+pub fn check_converges_and_delivers(config: SimConfig) {
+    let mut sim = converged(config);
+    let ids = traffic(&mut sim, 10_000, 1000.0, secs(10));
+    let delivery = sim.delivery_of(ids);
+    let report = sim.report();
+    eprintln!("{}", report.human());
+    check!(
+        sim,
+        delivery.rate() >= 0.999,
+        "delivery {:.4}",
+        delivery.rate()
+    );
+    check!(sim, report.counters.misdelivered == 0, "misdelivered");
+    check_routing_quality(&sim);
+}
