@@ -11,35 +11,37 @@ use crate::id::{ID_BITS, PeerId};
 use crate::table::{Insert, KBucket};
 use crate::time::Time;
 
-/// What we know about a candidate beyond its id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Candidate {
-    /// Do not try to connect before this time (backoff after failures).
-    pub retry_at: Time,
-    /// Consecutive failed connects.
-    pub failures: u8,
-}
-
 /// Known peer ids we might link to, in a k-bucket table. The original refuses newcomers when a
 /// bucket is full and only forgets a candidate when its link closes; with `evict_stale` a full
 /// bucket drops its least recently seen contact instead, so the table ages out dead peers.
+///
+/// The table holds bare ids (20 bytes each: it is most of an idle node's memory); the few
+/// peers with a retry time are in [`Backoffs`].
 #[derive(Debug, Clone)]
 pub struct Candidates {
-    table: KBucket<Candidate>,
+    table: KBucket<()>,
     evict_stale: bool,
     backoffs: Backoffs,
 }
 
-/// Retry times of peers whose connects failed, kept apart from the candidate table: a
-/// candidate evicted from a full bucket and learned again would otherwise come back with no
-/// backoff, and two peers that cannot link (say, no transport in common) would re-offer at
-/// once, forever. Two generations of at most `max / 2` entries each; entries whose time has
-/// passed are dead weight that the next rotation drops.
+/// Retry times (and consecutive failures) of peers whose connects failed or whose links
+/// closed, kept apart from the candidate table: a candidate evicted from a full bucket and
+/// learned again keeps its backoff, so two peers that cannot link (say, no transport in
+/// common) do not re-offer at once, forever. Two generations of at most `max / 2` entries
+/// each; entries whose time has passed are dead weight that the next rotation drops.
 #[derive(Debug, Clone)]
 struct Backoffs {
-    current: BTreeMap<PeerId, Time>,
-    previous: BTreeMap<PeerId, Time>,
+    current: BTreeMap<PeerId, Backoff>,
+    previous: BTreeMap<PeerId, Backoff>,
     half_max: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Backoff {
+    /// Do not try to connect before this time.
+    retry_at: Time,
+    /// Consecutive failed connects.
+    failures: u8,
 }
 
 impl Backoffs {
@@ -51,7 +53,7 @@ impl Backoffs {
         }
     }
 
-    fn insert(&mut self, id: PeerId, retry_at: Time) {
+    fn insert(&mut self, id: PeerId, backoff: Backoff) {
         if self.half_max == 0 {
             return;
         }
@@ -59,7 +61,14 @@ impl Backoffs {
             self.previous = std::mem::take(&mut self.current);
         }
         self.previous.remove(&id);
-        self.current.insert(id, retry_at);
+        self.current.insert(id, backoff);
+    }
+
+    fn get(&self, id: &PeerId) -> Option<Backoff> {
+        self.current
+            .get(id)
+            .or_else(|| self.previous.get(id))
+            .copied()
     }
 
     fn remove(&mut self, id: &PeerId) {
@@ -68,8 +77,7 @@ impl Backoffs {
     }
 
     fn ready(&self, id: &PeerId, now: Time) -> bool {
-        let at = self.current.get(id).or_else(|| self.previous.get(id));
-        at.is_none_or(|at| *at <= now)
+        self.get(id).is_none_or(|b| b.retry_at <= now)
     }
 
     fn len(&self) -> usize {
@@ -93,7 +101,7 @@ impl Candidates {
     }
 
     /// The underlying table.
-    pub fn table(&self) -> &KBucket<Candidate> {
+    pub fn table(&self) -> &KBucket<()> {
         &self.table
     }
 
@@ -110,11 +118,10 @@ impl Candidates {
     /// Records that `id` exists (from a link or a `foundPeers` reply), making it the most
     /// recently seen in its bucket. Returns whether it is stored.
     pub fn saw(&mut self, id: PeerId) -> bool {
-        let state = self.table.get(&id).copied().unwrap_or_default();
         let result = if self.evict_stale {
-            self.table.insert_evicting(id, state).0
+            self.table.insert_evicting(id, ()).0
         } else {
-            self.table.insert(id, state)
+            self.table.insert(id, ())
         };
         matches!(result, Insert::Added | Insert::Updated)
     }
@@ -131,45 +138,36 @@ impl Candidates {
     /// A connect to `id` failed: back off exponentially before trying it again, and forget it
     /// after [`Self::MAX_FAILURES`] failures in a row (that is how departed peers age out).
     pub fn connect_failed(&mut self, id: &PeerId, now: Time, base: Duration) {
-        let Some(c) = self.table.get_mut(id) else {
-            // Not a candidate (any more): still not to be retried before `base`.
-            let retry_at = now + base;
-            if !self.backoffs.ready(id, retry_at) {
-                return;
-            }
-            return self.backoffs.insert(*id, retry_at);
-        };
-        c.failures = c.failures.saturating_add(1);
-        let factor = 1u32 << u32::from(c.failures - 1);
-        let retry_at = now + base * factor;
-        if c.failures >= Self::MAX_FAILURES {
+        let failures = self
+            .backoffs
+            .get(id)
+            .map_or(0, |b| b.failures)
+            .saturating_add(1);
+        let retry_at = now + base * (1u32 << u32::from(failures.min(Self::MAX_FAILURES) - 1));
+        if failures >= Self::MAX_FAILURES {
             self.table.remove(id);
-        } else {
-            c.retry_at = retry_at;
         }
-        self.backoffs.insert(*id, retry_at);
+        self.backoffs.insert(*id, Backoff { retry_at, failures });
     }
 
     /// A link to `id` closed. The peer may be gone or may just have shed the link (a budget
     /// close looks the same from here), so it stays a candidate, not retried for `base`.
     pub fn link_closed(&mut self, id: &PeerId, now: Time, base: Duration) {
-        if let Some(c) = self.table.get_mut(id) {
-            c.retry_at = now + base;
-        }
-        self.backoffs.insert(*id, now + base);
+        let backoff = Backoff {
+            retry_at: now + base,
+            failures: 0,
+        };
+        self.backoffs.insert(*id, backoff);
     }
 
     /// A link to `id` came up: clear its failures.
     pub fn connected(&mut self, id: &PeerId) {
-        if let Some(c) = self.table.get_mut(id) {
-            *c = Candidate::default();
-        }
         self.backoffs.remove(id);
     }
 
     /// Whether `id` may be tried now (unknown ids may).
     pub fn ready(&self, id: &PeerId, now: Time) -> bool {
-        self.table.get(id).is_none_or(|c| c.retry_at <= now) && self.backoffs.ready(id, now)
+        self.backoffs.ready(id, now)
     }
 
     /// The original's pick: the `n` candidates nearest to our own id.
@@ -468,6 +466,16 @@ mod tests {
         );
         c.connected(&peer);
         assert!(c.ready(&peer, Time::ZERO));
+        for failure in 1..=Candidates::MAX_FAILURES {
+            assert!(c.table().contains(&peer), "kept until failure {failure}");
+            c.connect_failed(&peer, Time::ZERO, base);
+        }
+        assert!(!c.table().contains(&peer), "presumed gone");
+        assert!(
+            !c.ready(&peer, Time::from_millis(39_999)),
+            "capped at 8 x base"
+        );
+        assert!(c.ready(&peer, Time::from_millis(40_000)));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
+use litemap::LiteMap;
 use rand_core::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use serde::Serialize;
@@ -406,8 +407,10 @@ pub struct Node {
     now: Time,
     shut_down: bool,
     next_conn: u64,
-    conns: BTreeMap<ConnId, Connection>,
-    links: BTreeMap<PeerId, Link>,
+    /// Connections and links in sorted vectors: a few dozen entries each, where a B-tree's
+    /// half-empty nodes cost twice the memory (and these are a good part of an idle node).
+    conns: LiteMap<ConnId, Connection>,
+    links: LiteMap<PeerId, Link>,
     /// Routable link ids, contiguous for the per-message nearest-link scan.
     route_ids: Vec<PeerId>,
     /// Connections in [`ConnState::Retiring`], by peer: still good for messages to that
@@ -454,8 +457,8 @@ impl Node {
             now,
             shut_down: false,
             next_conn: 1,
-            conns: BTreeMap::new(),
-            links: BTreeMap::new(),
+            conns: LiteMap::new(),
+            links: LiteMap::new(),
             route_ids: Vec::new(),
             retiring: Vec::new(),
             link_buckets: BucketSet::default(),

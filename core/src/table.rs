@@ -132,6 +132,12 @@ impl<V> KBucket<V> {
                 return Ok(Insert::Updated);
             }
             if bucket.len() < self.k {
+                if bucket.len() == bucket.capacity() {
+                    // Grow towards exactly `k`, not past it (doubling would leave a full
+                    // 20-contact bucket with room for 32; tables are most of an idle node).
+                    let room = bucket.len().max(4).min(self.k - bucket.len());
+                    bucket.reserve_exact(room);
+                }
                 bucket.push(Entry { id, value });
                 self.len += 1;
                 return Ok(Insert::Added);
