@@ -117,8 +117,9 @@ pub struct Config {
     pub pending_connect_timeout: Duration,
     /// A candidate whose connect failed is not retried for this long, doubled per failure.
     pub connect_retry_backoff: Duration,
-    /// Most peers whose retry time is remembered apart from the candidate table (so an
-    /// evicted and re-learned candidate keeps its backoff); 0 keeps none.
+    /// Most peers whose retry time and failure count are remembered (at least 2). Kept
+    /// apart from the candidate table, so an evicted and re-learned candidate keeps its
+    /// backoff; past the bound the oldest half is forgotten.
     pub connect_backoffs_max: usize,
     /// A WebSocket link that sends no id handshake within this time is closed.
     pub id_handshake_timeout: Duration,
@@ -226,6 +227,9 @@ impl Config {
         if self.seen_nonces_max < 2 {
             return fail("seen_nonces_max must be at least 2");
         }
+        if self.connect_backoffs_max < 2 {
+            return fail("connect_backoffs_max must be at least 2");
+        }
         if self.preferred_paths_max == 1 {
             return fail("preferred_paths_max must be 0 (off) or at least 2");
         }
@@ -282,6 +286,10 @@ mod tests {
             },
             Config {
                 advertised_url: Some("http://x".into()),
+                ..Config::default()
+            },
+            Config {
+                connect_backoffs_max: 1,
                 ..Config::default()
             },
         ];

@@ -49,14 +49,11 @@ impl Backoffs {
         Backoffs {
             current: BTreeMap::new(),
             previous: BTreeMap::new(),
-            half_max: max / 2,
+            half_max: (max / 2).max(1),
         }
     }
 
     fn insert(&mut self, id: PeerId, backoff: Backoff) {
-        if self.half_max == 0 {
-            return;
-        }
         if self.current.len() >= self.half_max && !self.current.contains_key(&id) {
             self.previous = std::mem::take(&mut self.current);
         }
