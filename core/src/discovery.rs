@@ -248,17 +248,16 @@ impl Candidates {
         reachable: impl Fn(&PeerId) -> bool,
     ) -> Vec<PeerId> {
         let mut out: Vec<PeerId> = Vec::with_capacity(n);
-        let nearest = || {
-            let (linked, other): (Vec<PeerId>, Vec<PeerId>) = self
-                .table
-                .closest_iter(target)
-                .map(|e| e.id)
-                .filter(|id| id != asker)
-                .take(n)
-                .partition(|id| reachable(id));
-            linked.into_iter().chain(other)
-        };
-        out.extend(nearest().take(n / 2));
+        // The `n` nearest to `target`, the responder's links first.
+        let (mut nearest, other): (SmallVec<[PeerId; 32]>, SmallVec<[PeerId; 32]>) = self
+            .table
+            .closest_iter(target)
+            .map(|e| e.id)
+            .filter(|id| id != asker)
+            .take(n)
+            .partition(|id| reachable(id));
+        nearest.extend(other);
+        out.extend(nearest.iter().take(n / 2).copied());
         let mut represented = [false; ID_BITS + 1];
         for id in &out {
             represented[asker.common_prefix_len(id)] = true;
@@ -280,7 +279,7 @@ impl Candidates {
                 }
             }
         }
-        for id in nearest() {
+        for id in nearest {
             if out.len() >= n {
                 break;
             }

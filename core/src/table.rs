@@ -239,8 +239,9 @@ pub struct Closest<'a, V> {
     target: PeerId,
     xor: Distance,
     phase: Phase,
-    /// Indices into the current bucket, sorted farthest first so `pop` yields the nearest.
-    current: SmallVec<[u16; 32]>,
+    /// The current bucket's entries (distance to the target, index), farthest first so `pop`
+    /// yields the nearest. Distances are computed once per entry, not per comparison.
+    current: SmallVec<[(Distance, u16); 32]>,
     bucket: usize,
 }
 
@@ -284,13 +285,12 @@ impl<V> Closest<'_, V> {
             }
             self.bucket = index;
             self.current.clear();
-            self.current.extend(0..bucket.len() as u16);
             let target = self.target;
-            self.current.sort_unstable_by(|&a, &b| {
-                let da = bucket[usize::from(a)].id.distance(&target);
-                let db = bucket[usize::from(b)].id.distance(&target);
-                db.cmp(&da)
-            });
+            self.current.extend(
+                (0..bucket.len() as u16).map(|i| (bucket[usize::from(i)].id.distance(&target), i)),
+            );
+            // Ids in a table are distinct, so distances are too: the order is total.
+            self.current.sort_unstable_by(|a, b| b.0.cmp(&a.0));
             return true;
         }
     }
@@ -301,7 +301,7 @@ impl<'a, V> Iterator for Closest<'a, V> {
 
     fn next(&mut self) -> Option<&'a Entry<V>> {
         loop {
-            if let Some(i) = self.current.pop() {
+            if let Some((_, i)) = self.current.pop() {
                 return Some(&self.table.buckets[self.bucket][usize::from(i)]);
             }
             if !self.next_bucket() {
