@@ -290,7 +290,8 @@ impl<V> Closest<'_, V> {
                 (0..bucket.len() as u16).map(|i| (bucket[usize::from(i)].id.distance(&target), i)),
             );
             // Ids in a table are distinct, so distances are too: the order is total.
-            self.current.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+            self.current
+                .sort_unstable_by_key(|&(distance, _)| core::cmp::Reverse(distance));
             return true;
         }
     }
