@@ -407,8 +407,9 @@ pub struct Node {
     now: Time,
     shut_down: bool,
     next_conn: u64,
-    /// Connections and links in sorted vectors: a few dozen entries each, where a B-tree's
-    /// half-empty nodes cost twice the memory (and these are a good part of an idle node).
+    /// Connections and links in sorted vectors: within the default budget (a few dozen
+    /// entries) a B-tree's half-empty nodes cost twice the memory, and these are a good part
+    /// of an idle node. A hub under `Config::original` (unbounded) pays O(n) per insert.
     conns: LiteMap<ConnId, Connection>,
     links: LiteMap<PeerId, Link>,
     /// Routable link ids, contiguous for the per-message nearest-link scan.
