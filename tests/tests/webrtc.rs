@@ -97,6 +97,26 @@ async fn hub_links(events: &mut Events, peers: &[peer_relay::PeerId]) {
 }
 
 /// Both directions over the link between `a` and `b` are direct (path length 1).
+/// After a failed WebRTC attempt from `a` to `b`: they link over WebSocket (the url in
+/// b's handshake-answer), exchange direct messages, and `a` counted one failure.
+async fn fell_back_to_websocket(
+    a: PeerRelay,
+    mut ea: Events,
+    b: PeerRelay,
+    mut eb: Events,
+    hub: PeerRelay,
+) {
+    assert_eq!(
+        link_to(&mut ea, b.id()).await,
+        peer_relay::Transport::WebSocket
+    );
+    direct_both_ways(&a, &mut ea, &b, &mut eb).await;
+    assert_eq!(a.stats().await.unwrap().driver.webrtc_failed, 1);
+    for relay in [a, b, hub] {
+        relay.destroy().await;
+    }
+}
+
 async fn direct_both_ways(a: &PeerRelay, ea: &mut Events, b: &PeerRelay, eb: &mut Events) {
     a.send(b.id(), &json!({"hello": "b"})).await.unwrap();
     assert_eq!(message_from(eb, a.id()).await, (json!({"hello": "b"}), 1));
@@ -227,15 +247,7 @@ fn webrtc_timeout_falls_back_to_the_peers_websocket() {
         })
         .await;
         assert_eq!(reason, ConnectFailure::Timeout);
-        assert_eq!(
-            link_to(&mut ea, b.id()).await,
-            peer_relay::Transport::WebSocket
-        );
-        direct_both_ways(&a, &mut ea, &b, &mut eb).await;
-        assert_eq!(a.stats().await.unwrap().driver.webrtc_failed, 1);
-        for relay in [a, b, hub] {
-            relay.destroy().await;
-        }
+        fell_back_to_websocket(a, ea, b, eb, hub).await;
     });
 }
 
@@ -387,15 +399,6 @@ fn ice_failure_falls_back_to_the_peers_websocket() {
         .await
         .expect("the session fails within 50 s");
         assert_eq!(reason, ConnectFailure::WebRtcFailed);
-        // The core falls back to the url in b's handshake-answer.
-        assert_eq!(
-            link_to(&mut ea, b.id()).await,
-            peer_relay::Transport::WebSocket
-        );
-        direct_both_ways(&a, &mut ea, &b, &mut eb).await;
-        assert_eq!(a.stats().await.unwrap().driver.webrtc_failed, 1);
-        for relay in [a, b, hub] {
-            relay.destroy().await;
-        }
+        fell_back_to_websocket(a, ea, b, eb, hub).await;
     });
 }
