@@ -3,21 +3,12 @@
 
 mod common;
 
-use common::{converged, secs, traffic};
-use peer_relay_sim::{Action, Churn, SimConfig};
-
-fn ten_thousand(seed: u64) -> SimConfig {
-    SimConfig {
-        seed,
-        peers: 10_000,
-        servers: 1_000,
-        ..SimConfig::default()
-    }
-}
+use common::{converged, network, secs, traffic};
+use peer_relay_sim::{Action, Churn};
 
 #[test]
 fn ten_thousand_peers_recover_within_thirty_seconds_after_thirty_percent_crash() {
-    let mut sim = converged(ten_thousand(30));
+    let mut sim = converged(network(30, 10_000));
     let crash_at = sim.now();
     let victims: Vec<usize> = (0..sim.peer_count()).filter(|i| i % 10 < 3).collect();
     sim.apply(Action::Crash(victims));
@@ -57,7 +48,7 @@ fn ten_thousand_peers_recover_within_thirty_seconds_after_thirty_percent_crash()
 
 #[test]
 fn ten_thousand_peers_deliver_under_steady_churn_of_one_percent_per_minute() {
-    let mut sim = converged(ten_thousand(31));
+    let mut sim = converged(network(31, 10_000));
     // 1% of 10,000 per minute: 100 crashes and 100 new peers a minute.
     let per_sec = 100.0 / 60.0;
     sim.apply(Action::Churn(Churn {

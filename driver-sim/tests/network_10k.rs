@@ -4,17 +4,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::{check_converges_and_delivers, check_routing_quality, secs, traffic};
+use common::{check_converges_and_delivers, check_routing_quality, network, secs, traffic};
 use peer_relay_sim::{Bootstrap, Sim, SimConfig};
 
 #[test]
 fn ten_thousand_peers_converge_and_deliver() {
-    check_converges_and_delivers(SimConfig {
-        seed: 10_000,
-        peers: 10_000,
-        servers: 1_000,
-        ..SimConfig::default()
-    });
+    check_converges_and_delivers(network(10_000, 10_000));
 }
 
 /// Everyone bootstraps through one seed, joining at 50/s: the seed admits about
@@ -24,11 +19,8 @@ fn ten_thousand_peers_converge_and_deliver() {
 #[test]
 fn ten_thousand_peers_through_one_seed_converge_and_deliver() {
     check_converges_and_delivers(SimConfig {
-        seed: 10_001,
-        peers: 10_000,
-        servers: 1_000,
         bootstrap: Bootstrap::Star,
-        ..SimConfig::default()
+        ..network(10_001, 10_000)
     });
 }
 

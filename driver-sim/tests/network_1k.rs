@@ -2,21 +2,14 @@
 
 mod common;
 
-use common::{check_converges_and_delivers, check_routing_quality, converged, secs, traffic};
+use common::{
+    check_converges_and_delivers, check_routing_quality, converged, network, secs, traffic,
+};
 use peer_relay_sim::{Action, Bootstrap, LinkModel, NetConfig, SimConfig};
-
-fn thousand(seed: u64) -> SimConfig {
-    SimConfig {
-        seed,
-        peers: 1000,
-        servers: 100,
-        ..SimConfig::default()
-    }
-}
 
 #[test]
 fn a_thousand_peers_converge_and_deliver_ten_thousand_messages() {
-    let mut sim = converged(thousand(11));
+    let mut sim = converged(network(11, 1_000));
     let converged_at = sim.converged_at().expect("converged");
     let ids = traffic(&mut sim, 10_000, 1000.0, secs(10));
     let delivery = sim.delivery_of(ids);
@@ -48,7 +41,7 @@ fn a_thousand_peers_converge_and_deliver_ten_thousand_messages() {
 fn a_thousand_peers_through_one_seed_converge_and_deliver() {
     check_converges_and_delivers(SimConfig {
         bootstrap: Bootstrap::Star,
-        ..thousand(12)
+        ..network(12, 1_000)
     });
 }
 
@@ -62,7 +55,7 @@ fn five_percent_loss_shows_in_the_report_and_nothing_panics() {
             },
             ..NetConfig::default()
         },
-        ..thousand(12)
+        ..network(12, 1_000)
     };
     let mut sim = peer_relay_sim::Sim::new(config).expect("valid");
     sim.run_until(sim.config().joins_end() + secs(30));
@@ -99,7 +92,7 @@ fn five_percent_loss_shows_in_the_report_and_nothing_panics() {
 
 #[test]
 fn a_partition_cuts_delivery_across_it_and_healing_restores_it() {
-    let mut sim = converged(thousand(13));
+    let mut sim = converged(network(13, 1_000));
     let n = sim.peer_count();
     let left: Vec<usize> = (0..n).filter(|i| i % 2 == 0).collect();
     let right: Vec<usize> = (0..n).filter(|i| i % 2 == 1).collect();
@@ -157,7 +150,7 @@ fn traffic_within(
 
 #[test]
 fn after_thirty_percent_crash_at_once_delivery_recovers_within_thirty_seconds() {
-    let mut sim = converged(thousand(14));
+    let mut sim = converged(network(14, 1_000));
     let crash_at = sim.now();
     let victims: Vec<usize> = (0..sim.peer_count()).filter(|i| i % 10 < 3).collect();
     sim.apply(Action::Crash(victims));

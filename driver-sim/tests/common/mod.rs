@@ -98,3 +98,13 @@ pub fn check_converges_and_delivers(config: SimConfig) {
     check!(sim, report.counters.misdelivered == 0, "misdelivered");
     check_routing_quality(&sim);
 }
+
+/// A network of `peers` with the default strategy and one peer in ten running a server.
+pub fn network(seed: u64, peers: usize) -> SimConfig {
+    SimConfig {
+        seed,
+        peers,
+        servers: peers / 10,
+        ..SimConfig::default()
+    }
+}
