@@ -18,7 +18,9 @@
 //! - [`discovery`]: candidates, which to link, what to tell askers.
 //! - [`conn`]: connections, links and connect attempts.
 //! - [`node`]: the [`Node`] that composes them.
+//! - [`compact`]: growth policy of the per-node tables (memory per idle node).
 
+pub mod compact;
 pub mod config;
 pub mod conn;
 pub mod discovery;

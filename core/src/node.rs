@@ -5,16 +5,16 @@
 //! says when to call again with [`Input::Timeout`]. The node never reads a clock, the OS RNG
 //! or the network, so the same seed and the same inputs give the same outputs, byte for byte.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::time::Duration;
 
-use litemap::LiteMap;
 use rand_core::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use smallvec::SmallVec;
 
+use crate::compact::{CompactMap, reserve_one, shrink_slack};
 use crate::config::{Config, Forwarding, LinkSelection, Routing};
 use crate::conn::{ConnId, ConnState, Connection, Link, Pending, Purpose, Role, Transport};
 use crate::discovery::{Candidates, LOOKUP_STEPS, Lookup, Lookups, random_id_in_bucket};
@@ -409,9 +409,10 @@ pub struct Node {
     next_conn: u64,
     /// Connections and links in sorted vectors: within the default budget (a few dozen
     /// entries) a B-tree's half-empty nodes cost twice the memory, and these are a good part
-    /// of an idle node. A hub under `Config::original` (unbounded) pays O(n) per insert.
-    conns: LiteMap<ConnId, Connection>,
-    links: LiteMap<PeerId, Link>,
+    /// of an idle node (see [`crate::compact`]). A hub under `Config::original` (unbounded)
+    /// pays O(n) per insert.
+    conns: CompactMap<ConnId, Connection>,
+    links: CompactMap<PeerId, Link>,
     /// Routable link ids, contiguous for the per-message nearest-link scan.
     route_ids: Vec<PeerId>,
     /// Connections in [`ConnState::Retiring`], by peer: still good for messages to that
@@ -423,7 +424,7 @@ pub struct Node {
     table: KBucket<ConnId>,
     candidates: Candidates,
     lookups: Lookups,
-    pending: BTreeMap<PeerId, Pending>,
+    pending: CompactMap<PeerId, Pending>,
     seen: SeenNonces,
     preferred: PreferredPaths,
     queue: VecDeque<Queued>,
@@ -458,15 +459,15 @@ impl Node {
             now,
             shut_down: false,
             next_conn: 1,
-            conns: LiteMap::new(),
-            links: LiteMap::new(),
+            conns: CompactMap::new(),
+            links: CompactMap::new(),
             route_ids: Vec::new(),
             retiring: Vec::new(),
             link_buckets: BucketSet::default(),
             table: KBucket::new(id, config.k),
             candidates: Candidates::new(id, config.k, evict_stale, config.connect_backoffs_max),
             lookups: Lookups::new(config.max_lookups),
-            pending: BTreeMap::new(),
+            pending: CompactMap::new(),
             seen,
             preferred,
             queue: VecDeque::new(),
@@ -1099,6 +1100,7 @@ impl Node {
         self.stats.links_opened += 1;
         self.link_buckets.insert(self.id.common_prefix_len(&peer));
         if routable {
+            reserve_one(&mut self.route_ids);
             self.route_ids.push(peer);
             self.flush_queue();
         }
@@ -1228,6 +1230,7 @@ impl Node {
         }
         let link = self.links.remove(&peer).unwrap_or_else(|| unreachable!());
         self.route_ids.retain(|id| *id != peer);
+        shrink_slack(&mut self.route_ids);
         let bucket = self.id.common_prefix_len(&peer);
         if !self
             .links

@@ -18,6 +18,7 @@ use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use memchr::memmem;
+use peer_relay_core::compact::{reserve_one, shrink_slack};
 use peer_relay_core::{Config, ConnId, Event, Input, Node, Output, PeerId, Time};
 use serde::{Deserialize, Serialize};
 
@@ -172,13 +173,18 @@ impl Peer {
     fn insert_wire(&mut self, wire: WireEnd) {
         match self.wires.binary_search_by_key(&wire.conn, |w| w.conn) {
             Ok(at) => self.wires[at] = wire,
-            Err(at) => self.wires.insert(at, wire),
+            Err(at) => {
+                reserve_one(&mut self.wires);
+                self.wires.insert(at, wire);
+            }
         }
     }
 
     fn remove_wire(&mut self, conn: ConnId) -> Option<WireEnd> {
         let at = self.wires.binary_search_by_key(&conn, |w| w.conn).ok()?;
-        Some(self.wires.remove(at))
+        let wire = self.wires.remove(at);
+        shrink_slack(&mut self.wires);
+        Some(wire)
     }
 }
 

@@ -1,0 +1,156 @@
+//! Sorted maps and vectors that keep their spare capacity small.
+//!
+//! A node keeps its links, connections and connect attempts for its whole life, and a
+//! network holds many nodes: with `Vec`'s doubling growth a table of 33 links sits in room
+//! for 64, and one that peaked at 60 during a join burst keeps room for 64 after it settles
+//! at 30. These grow by a quarter at a time (still amortised O(1) per insert) and give back
+//! room when removals leave much of it empty. Iteration order is the keys' order, as with a
+//! `BTreeMap`, so swapping one for the other changes no output. The simulator uses the vector
+//! helpers for its per-peer link ends.
+
+use std::borrow::Borrow;
+use std::ops::Deref;
+
+use litemap::LiteMap;
+
+/// Makes room for one more element, growing by a quarter (at least 4) rather than doubling.
+pub fn reserve_one<T>(vec: &mut Vec<T>) {
+    if vec.len() == vec.capacity() {
+        vec.reserve_exact((vec.len() / 4).max(4));
+    }
+}
+
+/// Gives back spare room once more than half the length (at least 8) is unused.
+pub fn shrink_slack<T>(vec: &mut Vec<T>) {
+    let len = vec.len();
+    if vec.capacity() - len > (len / 2).max(8) {
+        vec.shrink_to(len + (len / 4).max(4));
+    }
+}
+
+/// A sorted map (a [`LiteMap`] over a `Vec`) with compact growth; reads go through `Deref`.
+#[derive(Debug, Clone)]
+pub(crate) struct CompactMap<K, V>(LiteMap<K, V>);
+
+impl<K: Ord, V> CompactMap<K, V> {
+    pub(crate) const fn new() -> Self {
+        CompactMap(LiteMap::new())
+    }
+
+    /// Inserts or replaces; returns the replaced value.
+    pub(crate) fn insert(&mut self, key: K, value: V) -> Option<V> {
+        if !self.0.contains_key(&key) {
+            self.with_vec(reserve_one);
+        }
+        self.0.insert(key, value)
+    }
+
+    pub(crate) fn remove<Q>(&mut self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Ord + ?Sized,
+    {
+        let removed = self.0.remove(key);
+        if removed.is_some() {
+            self.with_vec(shrink_slack);
+        }
+        removed
+    }
+
+    pub(crate) fn get_mut<Q>(&mut self, key: &Q) -> Option<&mut V>
+    where
+        K: Borrow<Q>,
+        Q: Ord + ?Sized,
+    {
+        self.0.get_mut(key)
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.0 = LiteMap::new();
+    }
+
+    fn with_vec(&mut self, change: impl FnOnce(&mut Vec<(K, V)>)) {
+        let mut entries = std::mem::replace(&mut self.0, LiteMap::new()).into_tuple_vec();
+        change(&mut entries);
+        // Still sorted: `change` only moves the entries to another allocation.
+        self.0 = LiteMap::from_sorted_store_unchecked(entries);
+    }
+}
+
+impl<K: Ord, V> Default for CompactMap<K, V> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<K, V> IntoIterator for CompactMap<K, V> {
+    type Item = (K, V);
+    type IntoIter = std::vec::IntoIter<(K, V)>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_tuple_vec().into_iter()
+    }
+}
+
+impl<K, V> Deref for CompactMap<K, V> {
+    type Target = LiteMap<K, V>;
+
+    fn deref(&self) -> &LiteMap<K, V> {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grows_by_a_quarter_and_gives_back_room() {
+        let mut map = CompactMap::new();
+        for k in 0..40u32 {
+            map.insert(k, k);
+            let capacity = map.0.clone().into_tuple_vec().capacity();
+            assert!(capacity >= map.len());
+        }
+        let full = std::mem::replace(&mut map.0, LiteMap::new()).into_tuple_vec();
+        // Doubling would have reached 64.
+        assert!(full.capacity() <= 50, "capacity {}", full.capacity());
+        map.0 = LiteMap::from_sorted_store_unchecked(full);
+        for k in 0..30u32 {
+            assert_eq!(map.remove(&k), Some(k));
+        }
+        let rest = std::mem::replace(&mut map.0, LiteMap::new()).into_tuple_vec();
+        assert!(rest.capacity() <= 10 + 8, "capacity {}", rest.capacity());
+        assert_eq!(rest, (30..40).map(|k| (k, k)).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn behaves_as_a_sorted_map() {
+        let mut map = CompactMap::new();
+        assert_eq!(map.insert(3, "c"), None);
+        assert_eq!(map.insert(1, "a"), None);
+        assert_eq!(map.insert(2, "b"), None);
+        assert_eq!(map.insert(2, "B"), Some("b"));
+        assert_eq!(map.keys().copied().collect::<Vec<_>>(), [1, 2, 3]);
+        *map.get_mut(&1).unwrap() = "A";
+        assert_eq!(map.get(&1), Some(&"A"));
+        assert_eq!(map.remove(&9), None);
+        map.clear();
+        assert!(map.is_empty());
+    }
+
+    #[test]
+    fn vectors_grow_and_shrink_with_slack() {
+        let mut v: Vec<u8> = Vec::new();
+        for i in 0..100 {
+            reserve_one(&mut v);
+            let before = v.capacity();
+            v.push(i);
+            assert_eq!(v.capacity(), before, "reserve_one made room");
+        }
+        assert!(v.capacity() <= 125, "capacity {}", v.capacity());
+        v.truncate(10);
+        shrink_slack(&mut v);
+        assert!(v.capacity() <= 14, "capacity {}", v.capacity());
+    }
+}
