@@ -1,12 +1,12 @@
 //! Discovery: the candidate table, which candidates to link, and what to put in a
 //! `foundPeers` reply.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rand_core::Rng;
 use smallvec::SmallVec;
 
+use crate::compact::CompactMap;
 use crate::id::{ID_BITS, PeerId};
 use crate::table::{Insert, KBucket};
 use crate::time::Time;
@@ -30,9 +30,12 @@ pub struct Candidates {
 /// common) do not re-offer at once, forever. Two generations of at most `max / 2` entries
 /// each; entries whose time has passed are dead weight that the next rotation drops.
 #[derive(Debug, Clone)]
+///
+/// Each generation is a sorted vector ([`CompactMap`]): an idle node remembers a handful of
+/// backoffs, and a B-tree's first leaf alone is room for eleven.
 struct Backoffs {
-    current: BTreeMap<PeerId, Backoff>,
-    previous: BTreeMap<PeerId, Backoff>,
+    current: CompactMap<PeerId, Backoff>,
+    previous: CompactMap<PeerId, Backoff>,
     half_max: usize,
 }
 
@@ -47,8 +50,8 @@ struct Backoff {
 impl Backoffs {
     fn new(max: usize) -> Self {
         Backoffs {
-            current: BTreeMap::new(),
-            previous: BTreeMap::new(),
+            current: CompactMap::new(),
+            previous: CompactMap::new(),
             half_max: (max / 2).max(1),
         }
     }

@@ -305,6 +305,9 @@ enum Timer {
     Refresh,
 }
 
+/// Output queue capacity kept once drained: room for the outputs of a typical input.
+const OUTPUT_ROOM: usize = 4;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum BootState {
     /// Dialling, or linked over, this connection.
@@ -544,7 +547,13 @@ impl Node {
 
     /// The next output, or `None` when drained.
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.outputs.pop_front()
+        let output = self.outputs.pop_front();
+        // A join or a lookup burst queues dozens of outputs; most inputs queue one or two.
+        // Give the burst's room back once drained, so an idle node does not keep it.
+        if output.is_some() && self.outputs.is_empty() && self.outputs.capacity() > OUTPUT_ROOM {
+            self.outputs.shrink_to(OUTPUT_ROOM);
+        }
+        output
     }
 
     /// When to feed [`Input::Timeout`] next, if anything is scheduled.
@@ -1982,5 +1991,40 @@ impl Node {
         {
             self.lookups.ask(lookup);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_drained_output_queue_gives_back_a_bursts_room() {
+        let now = Time::ZERO;
+        let config = Config {
+            max_bootstrap_urls: 64,
+            ..Config::default()
+        };
+        let mut node = Node::new(config, [7; 32], now).expect("valid config");
+        for port in 0..40 {
+            node.bootstrap(now, &format!("ws://127.0.0.1:{}", 9000 + port))
+                .expect("a valid url");
+        }
+        assert!(node.outputs.len() >= 40, "one dial per url");
+        let mut dials = 0;
+        while let Some(output) = node.poll_output() {
+            dials += usize::from(matches!(output, Output::DialWebSocket { .. }));
+        }
+        assert_eq!(dials, 40);
+        assert!(
+            node.outputs.capacity() <= OUTPUT_ROOM,
+            "capacity {}",
+            node.outputs.capacity()
+        );
+        // A single output keeps the room it needs.
+        node.bootstrap(now, "ws://127.0.0.1:8999")
+            .expect("a valid url");
+        assert!(node.poll_output().is_some());
+        assert!(node.poll_output().is_none());
     }
 }
