@@ -21,7 +21,8 @@ fn an_idle_peer_costs_little_memory() {
         servers: 200,
         ..SimConfig::default()
     });
-    // Idle past the core's nonce memory (120 s), so only standing state remains.
+    // Idle well past the nonce and preferred-path memory of the joins (`seen_nonce_ttl` and
+    // `preferred_path_ttl`, 30 s each), so only standing state remains.
     sim.run_for(secs(150));
     let idle = (ALLOCATOR.allocated() - before) as f64 / peers as f64;
     sim.apply(Action::Crash((0..peers).collect()));
