@@ -29,10 +29,10 @@ pub struct Candidates {
 /// learned again keeps its backoff, so two peers that cannot link (say, no transport in
 /// common) do not re-offer at once, forever. Two generations of at most `max / 2` entries
 /// each; entries whose time has passed are dead weight that the next rotation drops.
-#[derive(Debug, Clone)]
 ///
 /// Each generation is a sorted vector ([`CompactMap`]): an idle node remembers a handful of
 /// backoffs, and a B-tree's first leaf alone is room for eleven.
+#[derive(Debug, Clone)]
 struct Backoffs {
     current: CompactMap<PeerId, Backoff>,
     previous: CompactMap<PeerId, Backoff>,

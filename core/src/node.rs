@@ -2021,7 +2021,7 @@ mod tests {
             "capacity {}",
             node.outputs.capacity()
         );
-        // A single output keeps the room it needs.
+        // The shrunk queue still carries outputs.
         node.bootstrap(now, "ws://127.0.0.1:8999")
             .expect("a valid url");
         assert!(node.poll_output().is_some());
