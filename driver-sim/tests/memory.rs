@@ -5,8 +5,8 @@ mod common;
 use std::alloc::System;
 
 use cap::Cap;
-use common::{converged, secs};
-use peer_relay_sim::{Action, SimConfig};
+use common::{converged, network, secs};
+use peer_relay_sim::Action;
 
 #[global_allocator]
 static ALLOCATOR: Cap<System> = Cap::new(System, usize::MAX);
@@ -15,12 +15,7 @@ static ALLOCATOR: Cap<System> = Cap::new(System, usize::MAX);
 fn an_idle_peer_costs_little_memory() {
     let peers = 2_000;
     let before = ALLOCATOR.allocated();
-    let mut sim = converged(SimConfig {
-        seed: 21,
-        peers,
-        servers: 200,
-        ..SimConfig::default()
-    });
+    let mut sim = converged(network(21, peers));
     // Idle well past the nonce and preferred-path memory of the joins (`seen_nonce_ttl` and
     // `preferred_path_ttl`, 30 s each), so only standing state remains.
     sim.run_for(secs(150));
