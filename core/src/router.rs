@@ -150,13 +150,28 @@ impl SeenNonces {
     }
 }
 
+/// A sender as [`PreferredPaths`] stores it: a 64-bit keyed hash of its id (a wrong hit needs
+/// a 64-bit collision under a key only this node knows). Kept as bytes so that an entry is
+/// 28 bytes, not the 40 of two ids: on a busy node this table is the largest structure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SenderKey([u8; 8]);
+
+impl std::hash::Hash for SenderKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(u64::from_ne_bytes(self.0));
+    }
+}
+
+type PathMap = HashMap<SenderKey, PeerId, BuildHasherDefault<PassThrough>>;
+
 /// For recent senders, the link their message arrived on: replies go back that way. Bounded
 /// by count and by age (a reply follows its request within seconds).
 #[derive(Debug, Clone)]
 pub struct PreferredPaths {
-    current: HashMap<PeerId, PeerId, FixedState>,
-    previous: HashMap<PeerId, PeerId, FixedState>,
+    current: PathMap,
+    previous: PathMap,
     rotation: Rotation,
+    keyer: FixedState,
     enabled: bool,
 }
 
@@ -165,11 +180,16 @@ impl PreferredPaths {
     /// `ttl`.
     pub fn new(max: usize, ttl: Duration, hash_seed: u64) -> Self {
         PreferredPaths {
-            current: HashMap::with_hasher(FixedState::with_seed(hash_seed)),
-            previous: HashMap::with_hasher(FixedState::with_seed(hash_seed)),
+            current: PathMap::default(),
+            previous: PathMap::default(),
             rotation: Rotation::new(max, ttl),
+            keyer: FixedState::with_seed(hash_seed),
             enabled: max > 0,
         }
+    }
+
+    fn key(&self, sender: &PeerId) -> SenderKey {
+        SenderKey(self.keyer.hash_one(sender).to_ne_bytes())
     }
 
     /// Remembers that `sender`'s latest message arrived over the link to `hop`.
@@ -179,25 +199,25 @@ impl PreferredPaths {
         }
         match self.rotation.due(now, self.current.len()) {
             Shift::None => {}
-            Shift::One => {
-                self.previous = std::mem::replace(
-                    &mut self.current,
-                    HashMap::with_hasher(self.previous.hasher().clone()),
-                );
-            }
+            Shift::One => self.previous = std::mem::take(&mut self.current),
             Shift::Both => {
-                self.previous.clear();
-                self.current.clear();
+                self.previous = PathMap::default();
+                self.current = PathMap::default();
             }
         }
-        self.current.insert(sender, hop);
+        let key = self.key(&sender);
+        self.current.insert(key, hop);
     }
 
     /// The link `sender`'s latest message arrived over, if recent.
     pub fn get(&self, now: Time, sender: &PeerId) -> Option<PeerId> {
         let (current_valid, previous_valid) = self.rotation.valid(now);
-        let current = current_valid.then(|| self.current.get(sender)).flatten();
-        let previous = || previous_valid.then(|| self.previous.get(sender)).flatten();
+        if !current_valid || self.len() == 0 {
+            return None;
+        }
+        let key = self.key(sender);
+        let current = self.current.get(&key);
+        let previous = || previous_valid.then(|| self.previous.get(&key)).flatten();
         current.or_else(previous).copied()
     }
 

@@ -2,12 +2,13 @@
 //!
 //! Runs a network (default 1,000 peers; the first argument overrides) until it converged,
 //! lets it idle for 150 s of virtual time (past the nonce and preferred-path memory of the
-//! join), and prints the live heap per peer grouped by the first two peer-relay frames of
+//! join; the second argument overrides, and `0` shows a peer as it is right at convergence,
+//! still holding its join's traffic), and prints the live heap per peer grouped by the first two peer-relay frames of
 //! each allocation's stack, largest first. dhat records every allocation's stack, so this is
 //! slow (a minute for 1,000 peers).
 //!
 //! ```text
-//! cargo run --release -p peer-relay-sim --example heap_by_site [-- PEERS]
+//! cargo run --release -p peer-relay-sim --example heap_by_site [-- PEERS [IDLE_SECS]]
 //! ```
 
 use std::collections::HashMap;
@@ -24,6 +25,10 @@ fn main() {
         Some(arg) => arg.parse().expect("PEERS: a number"),
         None => 1_000,
     };
+    let idle_secs: u64 = match std::env::args().nth(2) {
+        Some(arg) => arg.parse().expect("IDLE_SECS: a number"),
+        None => 150,
+    };
     let profile = std::env::temp_dir().join(format!("heap_by_site-{}.json", std::process::id()));
     let profiler = dhat::Profiler::builder().file_name(&profile).build();
     let mut sim = Sim::new(SimConfig {
@@ -36,10 +41,10 @@ fn main() {
     let deadline = sim.config().joins_end() + Duration::from_secs(60);
     sim.run_until_converged(deadline)
         .expect("the network converges");
-    sim.run_for(Duration::from_secs(150));
+    sim.run_for(Duration::from_secs(idle_secs));
     let live = dhat::HeapStats::get().curr_bytes;
     println!(
-        "{peers} idle peers: {:.1} KiB of live heap per peer",
+        "{peers} peers, {idle_secs} s after converging: {:.1} KiB of live heap per peer",
         live as f64 / peers as f64 / 1024.0
     );
     drop(profiler);

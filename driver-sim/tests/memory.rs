@@ -32,10 +32,11 @@ fn an_idle_peer_costs_little_memory() {
     );
     check!(
         sim,
-        simulator < 4.0 * 1024.0,
+        simulator < 1.5 * 1024.0,
         "simulator {simulator:.0} B per peer"
     );
-    // Measured 20.1 KiB (README "Memory per peer"); the bound leaves 10% for changes that
-    // need it, so a regression past that fails here rather than in a million-peer run.
-    check!(sim, idle < 22.0 * 1024.0, "idle peer {idle:.0} B");
+    // Measured 17.1 KiB, 0.7 of it the simulator (README "Memory per peer"); the bounds
+    // leave about 10% for changes that need it, so a regression past that fails here rather
+    // than in a million-peer run.
+    check!(sim, idle < 19.0 * 1024.0, "idle peer {idle:.0} B");
 }
