@@ -6,6 +6,7 @@
 //! or the network, so the same seed and the same inputs give the same outputs, byte for byte.
 
 use std::collections::{BTreeSet, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand_core::{Rng, SeedableRng};
@@ -403,7 +404,9 @@ pub struct Sizes {
 /// ```
 #[derive(Debug)]
 pub struct Node {
-    config: Config,
+    /// Shared when the driver passes one `Arc` to many nodes: a simulator's peers then hold
+    /// one copy of the 344-byte config, not one each.
+    config: Arc<Config>,
     limits: DecodeLimits,
     id: PeerId,
     rng: Xoshiro256PlusPlus,
@@ -439,8 +442,10 @@ pub struct Node {
 }
 
 impl Node {
-    /// A node with its id and every random choice drawn from `seed`.
-    pub fn new(config: Config, seed: [u8; 32], now: Time) -> Result<Node, Error> {
+    /// A node with its id and every random choice drawn from `seed`. `config` is a
+    /// [`Config`], or an `Arc<Config>` shared by many nodes.
+    pub fn new(config: impl Into<Arc<Config>>, seed: [u8; 32], now: Time) -> Result<Node, Error> {
+        let config = config.into();
         config.validate()?;
         let mut rng = Xoshiro256PlusPlus::from_seed(seed);
         let id = PeerId::random(&mut rng);
@@ -486,7 +491,7 @@ impl Node {
     }
 
     /// Like [`Node::new`], with the 32-byte seed expanded from a `u64`.
-    pub fn with_seed(config: Config, seed: u64, now: Time) -> Result<Node, Error> {
+    pub fn with_seed(config: impl Into<Arc<Config>>, seed: u64, now: Time) -> Result<Node, Error> {
         let mut expanded = [0u8; 32];
         Xoshiro256PlusPlus::seed_from_u64(seed).fill_bytes(&mut expanded);
         Node::new(config, expanded, now)

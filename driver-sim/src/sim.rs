@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::Range;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use memchr::memmem;
@@ -377,6 +377,9 @@ struct Progress {
 /// A deterministic simulation of a peer-relay network.
 pub struct Sim {
     config: SimConfig,
+    /// The node config of every peer without a server, built once and shared: a server's
+    /// config carries its own url, a browser-like peer's is the same for all.
+    browser_config: Arc<Config>,
     now: Time,
     queue: EventQueue<Ev>,
     peers: Vec<Peer>,
@@ -443,7 +446,13 @@ impl Sim {
         config.validate()?;
         let peers = config.peers;
         let link_target = config.node.target_links.min(peers - 1) as u16;
+        let browser_config = Arc::new(Config {
+            advertised_url: None,
+            webrtc: true,
+            ..config.node.clone()
+        });
         let mut sim = Sim {
+            browser_config,
             now: Time::ZERO,
             queue: EventQueue::new(),
             peers: Vec::with_capacity(peers),
@@ -1187,14 +1196,15 @@ impl Sim {
     /// Starts a node for peer `index` in a new incarnation and bootstraps it.
     fn start(&mut self, index: u32) {
         let i = index as usize;
-        let mut config = self.config.node.clone();
-        if self.peers[i].server {
-            config.advertised_url = Some(url_of(i));
-            config.webrtc = self.config.server_webrtc;
+        let config = if self.peers[i].server {
+            Arc::new(Config {
+                advertised_url: Some(url_of(i)),
+                webrtc: self.config.server_webrtc,
+                ..self.config.node.clone()
+            })
         } else {
-            config.advertised_url = None;
-            config.webrtc = true;
-        }
+            Arc::clone(&self.browser_config)
+        };
         let seed = node_seed(self.config.seed, index, self.peers[i].incarnation);
         let node = Node::with_seed(config, seed, self.now).unwrap_or_else(|e| {
             unreachable!("the config was validated, so the node accepts it: {e}")
