@@ -212,7 +212,7 @@ impl PreferredPaths {
     /// The link `sender`'s latest message arrived over, if recent.
     pub fn get(&self, now: Time, sender: &PeerId) -> Option<PeerId> {
         let (current_valid, previous_valid) = self.rotation.valid(now);
-        if !current_valid || self.len() == 0 {
+        if !current_valid || self.is_empty() {
             return None;
         }
         let key = self.key(sender);
