@@ -6,18 +6,30 @@
 //! link to yet.
 
 use core::fmt;
+use core::num::NonZeroU64;
 
 use crate::id::PeerId;
 use crate::time::Time;
 
 /// A connection handle, allocated by the node and never reused.
+///
+/// Never zero, so an `Option<ConnId>` (a link's spare, a connect's session) takes no more
+/// room than the id. Serialized as its number.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-pub struct ConnId(pub(crate) u64);
+pub struct ConnId(NonZeroU64);
 
 impl ConnId {
+    /// The first id a node allocates.
+    pub(crate) const FIRST: ConnId = ConnId(NonZeroU64::MIN);
+
     /// The raw number (for logs and driver-side maps).
     pub fn as_u64(self) -> u64 {
-        self.0
+        self.0.get()
+    }
+
+    /// The id allocated after this one.
+    pub(crate) fn next(self) -> ConnId {
+        ConnId(self.0.checked_add(1).expect("fewer than 2^64 connections"))
     }
 }
 

@@ -412,7 +412,7 @@ pub struct Node {
     rng: Xoshiro256PlusPlus,
     now: Time,
     shut_down: bool,
-    next_conn: u64,
+    next_conn: ConnId,
     /// Connections and links in sorted vectors: within the default budget (a few dozen
     /// entries) a B-tree's half-empty nodes cost twice the memory, and these are a good part
     /// of an idle node (see [`crate::compact`]). A hub under `Config::original` (unbounded)
@@ -466,7 +466,7 @@ impl Node {
             rng,
             now,
             shut_down: false,
-            next_conn: 1,
+            next_conn: ConnId::FIRST,
             conns: CompactMap::new(),
             links: CompactMap::new(),
             route_ids: Vec::new(),
@@ -1449,8 +1449,8 @@ impl Node {
         state: ConnState,
         outbound: bool,
     ) -> ConnId {
-        let conn = ConnId(self.next_conn);
-        self.next_conn += 1;
+        let conn = self.next_conn;
+        self.next_conn = conn.next();
         let connection = Connection {
             transport,
             purpose,
