@@ -1396,7 +1396,10 @@ impl Node {
             self.connect_failed(peer, ConnectFailure::ConnectionLimit);
             return None;
         }
-        let state = ConnState::WebRtcConnecting { peer, fallback_ws };
+        let state = ConnState::WebRtcConnecting {
+            peer,
+            fallback_ws: fallback_ws.map(Box::new),
+        };
         let conn = self.new_conn(Transport::WebRtc, Purpose::Peer(peer), state, initiator);
         self.pending_session(peer, conn, self.config.webrtc_timeout);
         self.outputs.push_back(Output::StartWebRtc {
@@ -1489,8 +1492,10 @@ impl Node {
             (ConnState::Established { peer }, _) => self.link_conn_gone(*peer, conn),
             (ConnState::WebRtcConnecting { peer, fallback_ws }, _) => {
                 let peer = *peer;
-                match fallback_ws.clone() {
-                    Some(url) if self.pending.contains_key(&peer) => self.dial_peer(peer, url),
+                match fallback_ws.as_deref() {
+                    Some(url) if self.pending.contains_key(&peer) => {
+                        self.dial_peer(peer, url.clone());
+                    }
                     _ => self.connect_failed(peer, ConnectFailure::WebRtcFailed),
                 }
             }
