@@ -129,7 +129,7 @@ pub struct Config {
     /// Malformed frames tolerated on one connection before it is closed.
     pub max_violations: u32,
 
-    /// Most bootstrap urls.
+    /// Most bootstrap urls (never more than `u32::MAX`).
     pub max_bootstrap_urls: usize,
     /// First delay before re-dialling a bootstrap url that failed; doubled per failure.
     pub bootstrap_backoff_initial: Duration,

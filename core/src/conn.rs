@@ -64,24 +64,18 @@ impl fmt::Display for Transport {
     }
 }
 
-/// Why a connection exists, for what happens when it ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Purpose {
-    /// An inbound WebSocket.
-    Inbound,
-    /// A dial to bootstrap url number `.0`.
-    Bootstrap(usize),
-    /// A dial or WebRTC session set up for a connect to this peer.
-    Peer(PeerId),
-}
-
 /// Where a connection is in its life.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum ConnState {
-    /// We asked the driver to dial a WebSocket; waiting for it to open.
-    Dialing,
+    /// We asked the driver to dial a WebSocket (or it handed us an accepted one); waiting
+    /// for it to open. `connect` is the peer whose connect attempt dialled it (not a
+    /// bootstrap url or an inbound socket), told if it fails.
+    Dialing { connect: Option<PeerId> },
     /// WebSocket open and our id sent; waiting for the peer's id until `deadline`.
-    AwaitingId { deadline: Time },
+    AwaitingId {
+        deadline: Time,
+        connect: Option<PeerId>,
+    },
     /// A WebRTC session is being set up; `fallback_ws` is dialled if it fails.
     WebRtcConnecting {
         peer: PeerId,
@@ -106,8 +100,10 @@ pub(crate) enum ConnState {
 #[derive(Debug, Clone)]
 pub(crate) struct Connection {
     pub transport: Transport,
-    pub purpose: Purpose,
     pub state: ConnState,
+    /// The bootstrap url (by index) it was dialled for, told when it ends. A `u32` rather
+    /// than a `usize` saves 8 bytes per connection (the node caps the url count).
+    pub bootstrap: Option<u32>,
     /// We set it up (dialled, or initiated the WebRTC session) rather than accepted it.
     pub outbound: bool,
     /// Malformed frames received so far.

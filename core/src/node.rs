@@ -17,7 +17,7 @@ use smallvec::SmallVec;
 
 use crate::compact::{CompactMap, reserve_one, shrink_slack};
 use crate::config::{Config, Forwarding, LinkSelection, Routing};
-use crate::conn::{ConnId, ConnState, Connection, Link, Pending, Purpose, Role, Transport};
+use crate::conn::{ConnId, ConnState, Connection, Link, Pending, Role, Transport};
 use crate::discovery::{Candidates, LOOKUP_STEPS, Lookup, Lookups, random_id_in_bucket};
 use crate::error::Error;
 use crate::id::{Distance, ID_BITS, PeerId};
@@ -305,6 +305,10 @@ enum Timer {
     Bootstrap(usize),
     Refresh,
 }
+
+/// Most bootstrap urls whatever `Config::max_bootstrap_urls` says: connections name theirs
+/// by a `u32` index.
+const BOOTSTRAP_URLS_MAX: usize = u32::MAX as usize;
 
 /// Output queue capacity kept once drained: room for the outputs of a typical input.
 const OUTPUT_ROOM: usize = 4;
@@ -603,13 +607,9 @@ impl Node {
             self.stats.connections_refused += 1;
             return Err(Error::TooManyConnections);
         }
-        let conn = self.new_conn(
-            Transport::WebSocket,
-            Purpose::Inbound,
-            ConnState::Dialing,
-            false,
-        );
-        self.on_ws_open(conn);
+        let state = ConnState::Dialing { connect: None };
+        let conn = self.new_conn(Transport::WebSocket, state, false, None);
+        self.on_ws_open(conn, None);
         Ok(conn)
     }
 
@@ -631,7 +631,10 @@ impl Node {
             return;
         };
         match &c.state {
-            ConnState::Dialing => self.on_ws_open(conn),
+            ConnState::Dialing { connect } => {
+                let connect = *connect;
+                self.on_ws_open(conn, connect);
+            }
             ConnState::WebRtcConnecting { peer, .. } => {
                 let peer = *peer;
                 self.link_up(conn, peer);
@@ -642,10 +645,10 @@ impl Node {
         }
     }
 
-    fn on_ws_open(&mut self, conn: ConnId) {
+    fn on_ws_open(&mut self, conn: ConnId, connect: Option<PeerId>) {
         let deadline = self.now + self.config.id_handshake_timeout;
         if let Some(c) = self.conns.get_mut(&conn) {
-            c.state = ConnState::AwaitingId { deadline };
+            c.state = ConnState::AwaitingId { deadline, connect };
         }
         self.arm(deadline, Timer::Handshake(conn));
         self.transmit(conn, encode_id_handshake(&self.id));
@@ -667,7 +670,7 @@ impl Node {
                 }
             }
             ConnState::Retiring { peer, .. } => self.on_envelope(conn, peer, frame),
-            ConnState::Dialing | ConnState::WebRtcConnecting { .. } => {
+            ConnState::Dialing { .. } | ConnState::WebRtcConnecting { .. } => {
                 self.drop_frame(conn, DropReason::NotOpen);
             }
         }
@@ -1079,7 +1082,7 @@ impl Node {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        if let ConnState::AwaitingId { deadline } = c.state {
+        if let ConnState::AwaitingId { deadline, .. } = c.state {
             self.timers.remove(&(deadline, Timer::Handshake(conn)));
         }
         let (transport, outbound) = (c.transport, c.outbound);
@@ -1400,7 +1403,7 @@ impl Node {
             peer,
             fallback_ws: fallback_ws.map(Box::new),
         };
-        let conn = self.new_conn(Transport::WebRtc, Purpose::Peer(peer), state, initiator);
+        let conn = self.new_conn(Transport::WebRtc, state, initiator, None);
         self.pending_session(peer, conn, self.config.webrtc_timeout);
         self.outputs.push_back(Output::StartWebRtc {
             conn,
@@ -1414,12 +1417,10 @@ impl Node {
         if self.conns.len() >= self.config.max_connections {
             return self.connect_failed(peer, ConnectFailure::ConnectionLimit);
         }
-        let conn = self.new_conn(
-            Transport::WebSocket,
-            Purpose::Peer(peer),
-            ConnState::Dialing,
-            true,
-        );
+        let state = ConnState::Dialing {
+            connect: Some(peer),
+        };
+        let conn = self.new_conn(Transport::WebSocket, state, true, None);
         self.pending_session(peer, conn, self.config.pending_connect_timeout);
         self.outputs.push_back(Output::DialWebSocket { conn, url });
     }
@@ -1448,16 +1449,16 @@ impl Node {
     fn new_conn(
         &mut self,
         transport: Transport,
-        purpose: Purpose,
         state: ConnState,
         outbound: bool,
+        bootstrap: Option<u32>,
     ) -> ConnId {
         let conn = self.next_conn;
         self.next_conn = conn.next();
         let connection = Connection {
             transport,
-            purpose,
             state,
+            bootstrap,
             outbound,
             violations: 0,
         };
@@ -1477,7 +1478,7 @@ impl Node {
 
     /// Updates everything that depended on a connection that is gone.
     fn forget_conn(&mut self, conn: ConnId, c: Connection, reason: Option<CloseReason>) {
-        if let ConnState::AwaitingId { deadline } = c.state {
+        if let ConnState::AwaitingId { deadline, .. } = c.state {
             self.timers.remove(&(deadline, Timer::Handshake(conn)));
         }
         if let ConnState::Retiring { until, .. } = c.state {
@@ -1488,9 +1489,9 @@ impl Node {
             c.state,
             ConnState::Established { .. } | ConnState::Retiring { .. }
         );
-        match (&c.state, c.purpose) {
-            (ConnState::Established { peer }, _) => self.link_conn_gone(*peer, conn),
-            (ConnState::WebRtcConnecting { peer, fallback_ws }, _) => {
+        match &c.state {
+            ConnState::Established { peer } => self.link_conn_gone(*peer, conn),
+            ConnState::WebRtcConnecting { peer, fallback_ws } => {
                 let peer = *peer;
                 match fallback_ws.as_deref() {
                     Some(url) if self.pending.contains_key(&peer) => {
@@ -1499,7 +1500,14 @@ impl Node {
                     _ => self.connect_failed(peer, ConnectFailure::WebRtcFailed),
                 }
             }
-            (ConnState::Dialing | ConnState::AwaitingId { .. }, Purpose::Peer(peer)) => {
+            ConnState::Dialing {
+                connect: Some(peer),
+            }
+            | ConnState::AwaitingId {
+                connect: Some(peer),
+                ..
+            } => {
+                let peer = *peer;
                 let timed_out = reason.is_some();
                 let why = if timed_out {
                     ConnectFailure::Timeout
@@ -1516,8 +1524,8 @@ impl Node {
             }
             _ => {}
         }
-        if let Purpose::Bootstrap(index) = c.purpose {
-            self.bootstrap_conn_gone(index, reached, reason);
+        if let Some(index) = c.bootstrap {
+            self.bootstrap_conn_gone(index as usize, reached, reason);
         }
     }
 
@@ -1665,7 +1673,7 @@ impl Node {
         if self.bootstrap.iter().any(|b| b.url == url) {
             return Ok(());
         }
-        if self.bootstrap.len() >= self.config.max_bootstrap_urls {
+        if self.bootstrap.len() >= self.config.max_bootstrap_urls.min(BOOTSTRAP_URLS_MAX) {
             return Err(Error::TooManyBootstrapUrls);
         }
         self.bootstrap.push(Bootstrap {
@@ -1713,8 +1721,9 @@ impl Node {
         if self.conns.len() >= self.config.max_connections {
             return self.bootstrap_failed(index);
         }
-        let purpose = Purpose::Bootstrap(index);
-        let conn = self.new_conn(Transport::WebSocket, purpose, ConnState::Dialing, true);
+        let state = ConnState::Dialing { connect: None };
+        let bootstrap = u32::try_from(index).expect("bootstrap() caps the url count");
+        let conn = self.new_conn(Transport::WebSocket, state, true, Some(bootstrap));
         let url = self.bootstrap[index].url.clone();
         self.bootstrap[index].state = BootState::Active(conn);
         self.outputs.push_back(Output::DialWebSocket { conn, url });
