@@ -149,3 +149,21 @@ pub(crate) struct Pending {
     /// The dial or WebRTC session started for it.
     pub session: Option<ConnId>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every node holds a few dozen of each for its whole life (see `crate::compact`): keep
+    /// them from growing unnoticed.
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn entry_sizes() {
+        use std::mem::size_of;
+        assert_eq!(size_of::<Option<ConnId>>(), 8);
+        assert_eq!(size_of::<ConnState>(), 32);
+        assert_eq!(size_of::<(ConnId, Connection)>(), 56);
+        assert_eq!(size_of::<(PeerId, Link)>(), 56);
+        assert_eq!(size_of::<(PeerId, Pending)>(), 48);
+    }
+}
