@@ -238,6 +238,7 @@ impl Hops {
             });
             *index = new;
         }
+        ids.shrink_to_fit();
         let mut by_id: Vec<HopIndex> = (0..=HopIndex::MAX).take(ids.len()).collect();
         by_id.sort_unstable_by_key(|&i| ids[usize::from(i)]);
         self.ids = ids;
