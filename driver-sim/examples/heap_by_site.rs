@@ -3,12 +3,16 @@
 //! Runs a network (default 1,000 peers; the first argument overrides) until it converged,
 //! lets it idle for 150 s of virtual time (past the nonce and preferred-path memory of the
 //! join; the second argument overrides, and `0` shows a peer as it is right at convergence,
-//! still holding its join's traffic), and prints the live heap per peer grouped by the first two peer-relay frames of
-//! each allocation's stack, largest first. dhat records every allocation's stack, so this is
-//! slow (a minute for 1,000 peers).
+//! still holding its join's traffic), and prints the live heap per peer grouped by the first
+//! two peer-relay frames of each allocation's stack, largest first. dhat records every
+//! allocation's stack, so this is slow (a minute for 1,000 peers).
+//!
+//! The second argument can instead be `at=SECS`: stop at that virtual time, while peers are
+//! still joining, and count per joined peer. A third argument `rate=R` sets the joins per
+//! second (default 50); `6000 at=20 rate=200` shows a flash crowd.
 //!
 //! ```text
-//! cargo run --release -p peer-relay-sim --example heap_by_site [-- PEERS [IDLE_SECS]]
+//! cargo run --release -p peer-relay-sim --example heap_by_site [-- PEERS [IDLE_SECS|at=SECS [rate=R]]]
 //! ```
 
 use std::collections::HashMap;
@@ -25,9 +29,19 @@ fn main() {
         Some(arg) => arg.parse().expect("PEERS: a number"),
         None => 1_000,
     };
-    let idle_secs: u64 = match std::env::args().nth(2) {
-        Some(arg) => arg.parse().expect("IDLE_SECS: a number"),
-        None => 150,
+    let (idle_secs, stop_at): (u64, Option<u64>) = match std::env::args().nth(2) {
+        Some(arg) => match arg.strip_prefix("at=") {
+            Some(at) => (0, Some(at.parse().expect("at=SECS: a number"))),
+            None => (arg.parse().expect("IDLE_SECS: a number"), None),
+        },
+        None => (150, None),
+    };
+    let join_rate: u32 = match std::env::args().nth(3) {
+        Some(arg) => arg
+            .strip_prefix("rate=")
+            .and_then(|r| r.parse().ok())
+            .expect("rate=R: joins per second"),
+        None => 50,
     };
     let profile = std::env::temp_dir().join(format!("heap_by_site-{}.json", std::process::id()));
     let profiler = dhat::Profiler::builder().file_name(&profile).build();
@@ -35,16 +49,26 @@ fn main() {
         seed: 21,
         peers,
         servers: peers / 10,
+        join_interval: Duration::from_secs(1) / join_rate.max(1),
         ..SimConfig::default()
     })
     .expect("valid config");
-    let deadline = sim.config().joins_end() + Duration::from_secs(60);
-    sim.run_until_converged(deadline)
-        .expect("the network converges");
-    sim.run_for(Duration::from_secs(idle_secs));
+    let (peers, when) = match stop_at {
+        Some(at) => {
+            sim.run_for(Duration::from_secs(at));
+            (sim.alive_count(), format!("{at} s into the joins"))
+        }
+        None => {
+            let deadline = sim.config().joins_end() + Duration::from_secs(60);
+            sim.run_until_converged(deadline)
+                .expect("the network converges");
+            sim.run_for(Duration::from_secs(idle_secs));
+            (peers, format!("{idle_secs} s after converging"))
+        }
+    };
     let live = dhat::HeapStats::get().curr_bytes;
     println!(
-        "{peers} peers, {idle_secs} s after converging: {:.1} KiB of live heap per peer",
+        "{peers} peers, {when}: {:.1} KiB of live heap per peer",
         live as f64 / peers as f64 / 1024.0
     );
     drop(profiler);
