@@ -201,25 +201,34 @@ struct Hops {
     ids: Vec<PeerId>,
     /// Indices ordered by id, for lookup.
     by_id: Vec<HopIndex>,
+    /// The hop interned last: a discovery reply introduces its ids all through one link.
+    last: Option<(PeerId, HopIndex)>,
 }
 
 impl Hops {
     /// The index of `hop`, added if new; `None` when all 65,536 indices are taken (the two
     /// generations name that many distinct links, and the entry is not recorded).
     fn intern(&mut self, hop: PeerId) -> Option<HopIndex> {
+        if let Some((id, index)) = self.last {
+            if id == hop {
+                return Some(index);
+            }
+        }
         let ids = &self.ids;
-        match self
+        let index = match self
             .by_id
             .binary_search_by(|&i| ids[usize::from(i)].cmp(&hop))
         {
-            Ok(at) => Some(self.by_id[at]),
+            Ok(at) => self.by_id[at],
             Err(at) => {
                 let index = HopIndex::try_from(self.ids.len()).ok()?;
                 self.ids.push(hop);
                 self.by_id.insert(at, index);
-                Some(index)
+                index
             }
-        }
+        };
+        self.last = Some((hop, index));
+        Some(index)
     }
 
     fn get(&self, index: HopIndex) -> PeerId {
@@ -243,6 +252,7 @@ impl Hops {
         by_id.sort_unstable_by_key(|&i| ids[usize::from(i)]);
         self.ids = ids;
         self.by_id = by_id;
+        self.last = None;
     }
 }
 
