@@ -139,6 +139,10 @@ impl SeenNonces {
         }
     }
 
+    fn key(&self, nonce: &Nonce) -> NonceKey {
+        NonceKey::new(self.keyer.hash_one(nonce.key()))
+    }
+
     /// Records `nonce`; false if it was already there (a duplicate).
     pub fn insert(&mut self, now: Time, nonce: &Nonce) -> bool {
         match self.rotation.due(now, self.current.len()) {
@@ -149,7 +153,7 @@ impl SeenNonces {
                 self.current = HashedSet::default();
             }
         }
-        let key = NonceKey::new(self.keyer.hash_one(nonce.key()));
+        let key = self.key(nonce);
         if self.previous.contains(&key) {
             return false;
         }
@@ -158,7 +162,7 @@ impl SeenNonces {
 
     /// Whether `nonce` is remembered.
     pub fn contains(&self, nonce: &Nonce) -> bool {
-        let key = NonceKey::new(self.keyer.hash_one(nonce.key()));
+        let key = self.key(nonce);
         self.current.contains(&key) || self.previous.contains(&key)
     }
 
@@ -291,22 +295,22 @@ impl PreferredPaths {
         if !self.enabled {
             return;
         }
-        match self.rotation.due(now, self.current.len()) {
-            Shift::None => {}
+        let renumber = match self.rotation.due(now, self.current.len()) {
+            // Entries rewritten with other hops leave unused hops behind; past this slack
+            // they are dropped, so the hops never outnumber twice the entries by more.
+            Shift::None => self.hops.ids.len() > 2 * self.len() + HOPS_SLACK,
             Shift::One => {
                 self.previous = std::mem::take(&mut self.current);
-                self.hops
-                    .retain_used_by([&mut self.previous, &mut self.current]);
+                true
             }
             Shift::Both => {
                 self.previous = PathMap::default();
                 self.current = PathMap::default();
                 self.hops = Hops::default();
+                false
             }
-        }
-        // Entries rewritten with other hops leave unused hops behind; past this slack they
-        // are dropped, so the hops never outnumber twice the entries by more than it.
-        if self.hops.ids.len() > 2 * self.len() + HOPS_SLACK {
+        };
+        if renumber {
             self.hops
                 .retain_used_by([&mut self.previous, &mut self.current]);
         }
