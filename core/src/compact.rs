@@ -45,6 +45,34 @@ impl<K: Ord, V> CompactMap<K, V> {
         self.0.insert(key, value)
     }
 
+    /// Inserts or replaces, as [`Self::insert`]; but when a new key would make the map grow,
+    /// first drops the entries that `keep` rejects, so that dead entries are reused rather
+    /// than accumulated. Returns the replaced value.
+    pub(crate) fn insert_pruning(
+        &mut self,
+        key: K,
+        value: V,
+        keep: impl FnMut(&K, &V) -> bool,
+    ) -> Option<V> {
+        if !self.0.contains_key(&key) {
+            self.with_vec(|entries| {
+                if entries.len() == entries.capacity() {
+                    retain_pairs(entries, keep);
+                }
+                reserve_one(entries);
+            });
+        }
+        self.0.insert(key, value)
+    }
+
+    /// Keeps the entries `keep` accepts, giving back room if that freed much.
+    pub(crate) fn retain(&mut self, keep: impl FnMut(&K, &V) -> bool) {
+        self.with_vec(|entries| {
+            retain_pairs(entries, keep);
+            shrink_slack(entries);
+        });
+    }
+
     pub(crate) fn remove<Q>(&mut self, key: &Q) -> Option<V>
     where
         K: Borrow<Q>,
@@ -75,6 +103,11 @@ impl<K: Ord, V> CompactMap<K, V> {
         // Still sorted: `change` only moves the entries to another allocation.
         self.0 = LiteMap::from_sorted_store_unchecked(entries);
     }
+}
+
+/// `Vec::retain` over key-value pairs; removing keeps the rest sorted.
+fn retain_pairs<K, V>(entries: &mut Vec<(K, V)>, mut keep: impl FnMut(&K, &V) -> bool) {
+    entries.retain(|(k, v)| keep(k, v));
 }
 
 impl<K: Ord, V> Default for CompactMap<K, V> {
@@ -137,6 +170,32 @@ mod tests {
         assert_eq!(map.remove(&9), None);
         map.clear();
         assert!(map.is_empty());
+    }
+
+    #[test]
+    fn a_full_map_drops_rejected_entries_before_growing() {
+        let mut map = CompactMap::new();
+        for k in 0..4u32 {
+            map.insert_pruning(k, k, |_, _| true);
+        }
+        let capacity = |map: &mut CompactMap<u32, u32>| {
+            let mut capacity = 0;
+            map.with_vec(|v| capacity = v.capacity());
+            capacity
+        };
+        assert_eq!(capacity(&mut map), 4);
+        // Full: the odd keys are rejected, so the new key takes their room.
+        map.insert_pruning(10, 10, |k, _| k % 2 == 0);
+        assert_eq!(map.keys().copied().collect::<Vec<_>>(), [0, 2, 10]);
+        assert_eq!(capacity(&mut map), 4);
+        // Not full: nothing is pruned, whatever `keep` says.
+        map.insert_pruning(11, 11, |_, _| false);
+        assert_eq!(map.keys().copied().collect::<Vec<_>>(), [0, 2, 10, 11]);
+        // Replacing a present key never prunes.
+        assert_eq!(map.insert_pruning(11, 12, |_, _| false), Some(11));
+        assert_eq!(map.len(), 4);
+        map.retain(|k, _| *k >= 10);
+        assert_eq!(map.keys().copied().collect::<Vec<_>>(), [10, 11]);
     }
 
     #[test]

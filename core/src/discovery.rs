@@ -28,7 +28,9 @@ pub struct Candidates {
 /// closed, kept apart from the candidate table: a candidate evicted from a full bucket and
 /// learned again keeps its backoff, so two peers that cannot link (say, no transport in
 /// common) do not re-offer at once, forever. Two generations of at most `max / 2` entries
-/// each; entries whose time has passed are dead weight that the next rotation drops.
+/// each. An entry with no failures whose time has passed says nothing that its absence does
+/// not; such entries are dropped whenever the current generation would otherwise grow, so
+/// a long-lived node's links closing one after another do not pile up entries.
 ///
 /// Each generation is a sorted vector ([`CompactMap`]): an idle node remembers a handful of
 /// backoffs, and a B-tree's first leaf alone is room for eleven.
@@ -47,6 +49,14 @@ struct Backoff {
     failures: u8,
 }
 
+impl Backoff {
+    /// Whether this entry still changes an answer at `now`: it delays a retry, or it counts
+    /// failures toward the next one's backoff.
+    fn matters(&self, now: Time) -> bool {
+        self.failures > 0 || self.retry_at > now
+    }
+}
+
 impl Backoffs {
     fn new(max: usize) -> Self {
         Backoffs {
@@ -56,12 +66,20 @@ impl Backoffs {
         }
     }
 
-    fn insert(&mut self, id: PeerId, backoff: Backoff) {
+    fn insert(&mut self, id: PeerId, backoff: Backoff, now: Time) {
         if self.current.len() >= self.half_max && !self.current.contains_key(&id) {
             self.previous = std::mem::take(&mut self.current);
         }
         self.previous.remove(&id);
-        self.current.insert(id, backoff);
+        let mut pruned = false;
+        self.current.insert_pruning(id, backoff, |_, b| {
+            let keep = b.matters(now);
+            pruned |= !keep;
+            keep
+        });
+        if pruned {
+            self.previous.retain(|_, b| b.matters(now));
+        }
     }
 
     fn get(&self, id: &PeerId) -> Option<Backoff> {
@@ -147,7 +165,8 @@ impl Candidates {
         if failures >= Self::MAX_FAILURES {
             self.table.remove(id);
         }
-        self.backoffs.insert(*id, Backoff { retry_at, failures });
+        self.backoffs
+            .insert(*id, Backoff { retry_at, failures }, now);
     }
 
     /// A link to `id` closed. The peer may be gone or may just have shed the link (a budget
@@ -157,7 +176,7 @@ impl Candidates {
             retry_at: now + base,
             failures: 0,
         };
-        self.backoffs.insert(*id, backoff);
+        self.backoffs.insert(*id, backoff, now);
     }
 
     /// A link to `id` came up: clear its failures.
@@ -444,6 +463,32 @@ mod tests {
             c.connect_failed(&id(0x40, n), Time::ZERO, Duration::from_secs(5));
             assert!(c.backoffs() <= 8);
         }
+    }
+
+    #[test]
+    fn expired_clean_backoffs_are_dropped_failures_are_kept() {
+        let me = id(0, 0);
+        let mut c = Candidates::new(me, 20, true, 1_024);
+        let base = Duration::from_secs(5);
+        let failed = id(0x40, 0);
+        c.connect_failed(&failed, Time::ZERO, base);
+        // A link closes every second for 1,000 s: only the last few seconds' entries, and the
+        // failure, are worth keeping.
+        for n in 0..1_000u32 {
+            let peer = id(0x80, (n % 250) as u8 + 1);
+            let now = Time::from_millis(u64::from(n) * 1_000);
+            c.link_closed(&peer, now, base);
+            assert!(c.backoffs() <= 16, "{} backoffs at {n} s", c.backoffs());
+        }
+        let now = Time::from_millis(1_000_000);
+        assert!(
+            !c.ready(&id(0x80, (999 % 250) as u8 + 1), now),
+            "the last close's backoff"
+        );
+        // Its time has passed, but a second failure still doubles the backoff.
+        c.connect_failed(&failed, now, base);
+        assert!(!c.ready(&failed, now + Duration::from_millis(9_999)));
+        assert!(c.ready(&failed, now + Duration::from_secs(10)));
     }
 
     #[test]
