@@ -144,6 +144,11 @@ pub struct Config {
     pub refresh_interval: Option<Duration>,
     /// Most bucket lookups in progress at once (each is one outstanding `findPeers`).
     pub max_lookups: usize,
+    /// A bucket whose lookup found no one to link is not looked up again for twice the
+    /// refresh interval, doubled per fruitless lookup in a row up to this (zero: looked up
+    /// at every refresh, as before). Buckets deeper than about log2 n are empty in any
+    /// network; looking them up every 15 s was three quarters of an idle node's frames.
+    pub lookup_retry_max: Duration,
 }
 
 impl Default for Config {
@@ -182,6 +187,7 @@ impl Default for Config {
             bootstrap_backoff_max: Duration::from_secs(30),
             refresh_interval: Some(Duration::from_secs(15)),
             max_lookups: 8,
+            lookup_retry_max: Duration::from_secs(240),
         }
     }
 }

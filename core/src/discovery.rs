@@ -334,10 +334,27 @@ pub struct Lookup {
 /// any target id, and every peer (the original included) answers with the candidates it knows
 /// nearest to that target. Asking the peer we know nearest to a random id in an empty bucket,
 /// then the nearest one it names, finds the bucket's members in a few steps.
+///
+/// Most XOR buckets deeper than about log2 n hold no peer at all, in any network, yet a node
+/// that knows one peer deeper still counts them as uncovered. Looking them up at every
+/// refresh was most of an idle node's traffic, so a bucket whose lookup ended without
+/// finding anyone to link turns *quiet*: it is not looked up again for twice the refresh
+/// interval, doubled per fruitless lookup up to `Config::lookup_retry_max`. A link in the
+/// bucket ends its quiet at once. At most one entry per bucket (161).
 #[derive(Debug, Clone)]
 pub struct Lookups {
     active: Vec<Lookup>,
     max: usize,
+    quiet: Vec<QuietBucket>,
+}
+
+/// A bucket whose lookups found no one to link, and when it may be looked up again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct QuietBucket {
+    bucket: u8,
+    /// Fruitless lookups in a row.
+    strikes: u8,
+    until: Time,
 }
 
 impl Lookups {
@@ -346,6 +363,58 @@ impl Lookups {
         Lookups {
             active: Vec::new(),
             max,
+            quiet: Vec::new(),
+        }
+    }
+
+    /// Whether `bucket` is quiet at `now` (skipped by new lookups).
+    pub fn is_quiet(&self, bucket: usize, now: Time) -> bool {
+        self.quiet
+            .iter()
+            .any(|q| usize::from(q.bucket) == bucket && q.until > now)
+    }
+
+    /// Buckets remembered as quiet (at most one entry per bucket).
+    pub fn quiet_len(&self) -> usize {
+        self.quiet.len()
+    }
+
+    /// A lookup for `bucket` ended without finding anyone to link: the bucket is quiet for
+    /// `interval` times two to the power of its fruitless lookups in a row, at most `max`.
+    /// Another lookup for the same bucket ending while it is quiet (a refresh asks two
+    /// peers per bucket) is no new strike.
+    pub fn fruitless(&mut self, bucket: usize, now: Time, interval: Duration, max: Duration) {
+        let Ok(bucket) = u8::try_from(bucket) else {
+            return;
+        };
+        let at = match self.quiet.iter().position(|q| q.bucket == bucket) {
+            Some(at) => at,
+            None => {
+                self.quiet.push(QuietBucket {
+                    bucket,
+                    strikes: 0,
+                    until: now,
+                });
+                self.quiet.len() - 1
+            }
+        };
+        let entry = &mut self.quiet[at];
+        if entry.until > now {
+            return;
+        }
+        entry.strikes = entry.strikes.saturating_add(1).min(16);
+        let delay = interval.saturating_mul(1 << entry.strikes).min(max);
+        entry.until = now + delay;
+    }
+
+    /// `bucket` holds a link now: its quiet ends.
+    pub fn bucket_covered(&mut self, bucket: usize) {
+        if let Some(at) = self
+            .quiet
+            .iter()
+            .position(|q| usize::from(q.bucket) == bucket)
+        {
+            self.quiet.swap_remove(at);
         }
     }
 
@@ -606,5 +675,37 @@ mod tests {
         assert_eq!(lookups.answered(&id(2, 1)), None);
         lookups.expire(Time::from_millis(100));
         assert!(lookups.is_empty());
+    }
+
+    #[test]
+    fn fruitless_lookups_quiet_a_bucket_for_doubling_times_until_a_link_covers_it() {
+        let mut lookups = Lookups::new(8);
+        let (interval, max) = (Duration::from_secs(15), Duration::from_secs(240));
+        let t = |s: u64| Time::from_millis(s * 1_000);
+        assert!(!lookups.is_quiet(12, t(0)));
+        lookups.fruitless(12, t(0), interval, max);
+        assert!(lookups.is_quiet(12, t(29)) && !lookups.is_quiet(12, t(30)));
+        assert!(!lookups.is_quiet(11, t(1)), "only the bucket looked up");
+        // The second lookup of the same refresh ending fruitless too is no new strike.
+        lookups.fruitless(12, t(1), interval, max);
+        assert!(!lookups.is_quiet(12, t(30)));
+        // Strikes double the quiet: 60 s, 120 s, then the cap of 240 s.
+        lookups.fruitless(12, t(30), interval, max);
+        assert!(lookups.is_quiet(12, t(89)) && !lookups.is_quiet(12, t(90)));
+        lookups.fruitless(12, t(90), interval, max);
+        assert!(!lookups.is_quiet(12, t(210)));
+        for _ in 0..20 {
+            lookups.fruitless(12, t(210), interval, max);
+        }
+        assert!(lookups.is_quiet(12, t(449)) && !lookups.is_quiet(12, t(450)));
+        assert_eq!(lookups.quiet_len(), 1, "one entry per bucket");
+        // A link in the bucket ends the quiet, and the strikes with it.
+        lookups.bucket_covered(12);
+        assert!(!lookups.is_quiet(12, t(211)));
+        lookups.fruitless(12, t(211), interval, max);
+        assert!(!lookups.is_quiet(12, t(241)));
+        // A zero maximum turns the backoff off.
+        lookups.fruitless(20, t(0), interval, Duration::ZERO);
+        assert!(!lookups.is_quiet(20, t(0)));
     }
 }

@@ -1115,7 +1115,9 @@ impl Node {
         };
         self.links.insert(peer, link);
         self.stats.links_opened += 1;
-        self.link_buckets.insert(self.id.common_prefix_len(&peer));
+        let bucket = self.id.common_prefix_len(&peer);
+        self.link_buckets.insert(bucket);
+        self.lookups.bucket_covered(bucket);
         if routable {
             reserve_one(&mut self.route_ids);
             self.route_ids.push(peer);
@@ -1917,7 +1919,7 @@ impl Node {
         }
         self.lookups.expire(self.now);
         let mut buckets = self.uncovered_buckets();
-        buckets.retain(|b| !self.lookups.covers(*b));
+        buckets.retain(|b| !self.lookups.covers(*b) && !self.lookups.is_quiet(*b, self.now));
         while self.lookups.has_room() && !buckets.is_empty() {
             let bucket = buckets.swap_remove((self.rng.next_u64() % buckets.len() as u64) as usize);
             let target = random_id_in_bucket(&self.id, bucket, &mut self.rng);
@@ -1982,19 +1984,29 @@ impl Node {
         let Some(mut lookup) = self.lookups.answered(&sender) else {
             return;
         };
-        if lookup.asked.len() >= LOOKUP_STEPS || !self.uncovered_buckets().contains(&lookup.bucket)
-        {
+        if !self.uncovered_buckets().contains(&lookup.bucket) {
             return;
         }
-        let next = self
-            .candidates
-            .table()
-            .closest_iter(&lookup.target)
-            .map(|e| e.id)
-            .find(|c| !lookup.asked.contains(c));
-        if let Some(next) = next {
-            lookup.asked.push(next);
-            self.ask_lookup(lookup);
+        let next = (lookup.asked.len() < LOOKUP_STEPS)
+            .then(|| {
+                self.candidates
+                    .table()
+                    .closest_iter(&lookup.target)
+                    .map(|e| e.id)
+                    .find(|c| !lookup.asked.contains(c))
+            })
+            .flatten();
+        match next {
+            Some(next) => {
+                lookup.asked.push(next);
+                self.ask_lookup(lookup);
+            }
+            None => {
+                let interval = self.config.refresh_interval.unwrap_or_default();
+                let max = self.config.lookup_retry_max;
+                self.lookups
+                    .fruitless(lookup.bucket, self.now, interval, max);
+            }
         }
     }
 

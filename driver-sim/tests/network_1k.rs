@@ -183,3 +183,34 @@ fn after_thirty_percent_crash_at_once_delivery_recovers_within_thirty_seconds() 
         after.sent
     );
 }
+
+/// Frames per peer per second over a minute of an idle network, four minutes after it
+/// converged (when fruitless lookups have backed off as far as they go).
+fn idle_frames_per_peer_second(config: SimConfig) -> f64 {
+    let mut sim = converged(config);
+    sim.run_for(secs(240));
+    let before = sim.counters().frames;
+    sim.run_for(secs(60));
+    let frames = sim.counters().frames - before;
+    frames as f64 / 60.0 / sim.alive_count() as f64
+}
+
+/// Buckets deeper than about log2 n are empty; looking them up at every refresh was most of
+/// an idle network's traffic. Fruitless lookups back off, and what is left is the refresh's
+/// two `findPeers` to links (and their replies) every 15 s, about 0.27 frames per second.
+#[test]
+fn an_idle_network_stops_looking_up_empty_buckets() {
+    let quiet = idle_frames_per_peer_second(network(13, 1_000));
+    let mut every_refresh = network(13, 1_000);
+    every_refresh.node.lookup_retry_max = secs(0);
+    let every_refresh = idle_frames_per_peer_second(every_refresh);
+    eprintln!("idle frames per peer-second: {quiet:.3} with backoff, {every_refresh:.3} without");
+    assert!(
+        quiet < 0.35,
+        "idle traffic {quiet:.3} frames per peer-second"
+    );
+    assert!(
+        quiet < 0.5 * every_refresh,
+        "backoff {quiet:.3} against {every_refresh:.3} frames per peer-second"
+    );
+}
