@@ -788,7 +788,7 @@ impl Sim {
         let links: u64 = self.alive_link_counts().map(u64::from).sum();
         eprintln!(
             "[sim] t={:.1}s wall={wall:.0}s events={} ({:.2}M/s) alive={} links/peer={:.1} \
-             below-target={} messages={}/{} rss={}MiB",
+             below-target={} messages={}/{} rss={}MiB{}",
             self.now.as_micros() as f64 / 1e6,
             self.counters.events,
             self.counters.events as f64 / wall / 1e6,
@@ -798,6 +798,7 @@ impl Sim {
             self.messages.len() as u64 - self.undelivered,
             self.messages.len(),
             report::current_rss_bytes().unwrap_or(0) >> 20,
+            report::heap_bytes().map_or(String::new(), |b| format!(" heap={}MiB", b >> 20)),
         );
     }
 
