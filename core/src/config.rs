@@ -69,6 +69,14 @@ pub struct Config {
     /// make routing work) and refuses new ones. A link over it is closed with
     /// [`CloseReason::LinkBudget`](crate::CloseReason::LinkBudget).
     pub max_links: usize,
+    /// At `max_links`, answer an offer with no transport (`{"ws":null,"wrtc":false}`, which
+    /// the offerer takes as a failed connect and picks someone else) when the link would be
+    /// redundant for us: its bucket already has a link and it is not among our `near`
+    /// nearest. Accepting would shed one of our links, whose far end often relied on it and
+    /// links again: in a growing network these cascades were half of all links opened.
+    /// Only with [`LinkSelection::BucketDiverse`]; explicit connects are never declined.
+    /// The JS original keeps a declined connect pending, as it does when an answer is lost.
+    pub decline_redundant_offers: bool,
     /// A shed link stops carrying our traffic at once but is closed only this much later, so
     /// frames the other side sent before it learns of the close still arrive and are relayed
     /// (closing at once loses them), and a shed joiner can finish the link setups it started
@@ -163,6 +171,7 @@ impl Default for Config {
             k: 20,
             target_links: 15,
             max_links: 32,
+            decline_redundant_offers: true,
             shed_grace: Duration::from_secs(1),
             max_connections: 128,
             max_hops: 20,
@@ -203,6 +212,7 @@ impl Config {
             forwarding: Forwarding::Spread,
             concurrency: 2,
             max_links: 1 << 20,
+            decline_redundant_offers: false,
             max_connections: 1 << 20,
             refresh_interval: None,
             ..Config::default()

@@ -953,8 +953,17 @@ impl Node {
             }
             None => {}
         }
-        let deadline = self.now + self.config.pending_connect_timeout;
         let explicit = self.pending.get(&from).is_some_and(|p| p.explicit);
+        if !explicit && self.declines_offer_from(&from) {
+            self.stats.offers_declined += 1;
+            let decline = OutgoingPayload::HandshakeAnswer {
+                ws: None,
+                wrtc: false,
+            };
+            let _ = self.originate(from, &decline);
+            return;
+        }
+        let deadline = self.now + self.config.pending_connect_timeout;
         self.set_pending(
             from,
             Pending {
@@ -971,6 +980,28 @@ impl Node {
         };
         // The offer came over a link, so this cannot queue.
         let _ = self.originate(from, &answer);
+    }
+
+    /// Whether a full node turns down an offer: at its link budget, a link to `from` would
+    /// be shed at once or make another link go, and one the offerer gets elsewhere costs
+    /// the network less. Only a link that would be redundant for us is declined.
+    fn declines_offer_from(&self, from: &PeerId) -> bool {
+        let LinkSelection::BucketDiverse { near } = self.config.link_selection else {
+            return false;
+        };
+        if !self.config.decline_redundant_offers || self.links.len() < self.config.max_links {
+            return false;
+        }
+        if !self.link_buckets.contains(self.id.common_prefix_len(from)) {
+            return false;
+        }
+        let distance = self.id.distance(from);
+        let nearer = self
+            .links
+            .keys()
+            .filter(|p| self.id.distance(p) < distance)
+            .count();
+        nearer >= near
     }
 
     fn on_answer(&mut self, from: PeerId, ws: Option<&str>, wrtc: bool) {

@@ -185,6 +185,9 @@ pub struct Stats {
     pub links_closed: u64,
     /// Connect attempts that failed or expired.
     pub connects_failed: u64,
+    /// Offers turned down because we are at the link budget and the link would be
+    /// redundant for us.
+    pub offers_declined: u64,
     /// Inbound connections refused by `max_connections`.
     pub connections_refused: u64,
     /// Dropped frames and messages, by reason.

@@ -1,11 +1,12 @@
 //! Single-node details of links and offers, driven by hand: offers follow introductions,
-//! and shed links retire gracefully.
+//! shed links retire gracefully, and a node at its link budget declines offers it would
+//! have to shed a link for.
 //!
 //! Offers to a peer we heard of in a discovery reply go the way the reply came: the peer
 //! that named it knows it, while greedy routing towards a peer that joined a moment ago
 //! usually ends where nobody is linked to it yet.
 
-use peer_relay_core::{Config, ConnId, Input, Node, Output, PeerId, Time, wire};
+use peer_relay_core::{Config, ConnId, Input, LinkSelection, Node, Output, PeerId, Time, wire};
 
 fn id(first: u8) -> PeerId {
     let mut bytes = [0u8; 20];
@@ -157,4 +158,134 @@ fn a_shed_link_keeps_delivering_until_its_grace_ends() {
         closed,
         vec![(conn, peer_relay_core::CloseReason::LinkBudget)]
     );
+}
+
+/// A peer whose id shares exactly `bucket` leading bits with `own` (`bucket` < 152), told
+/// apart from others in the bucket by `salt`.
+fn in_bucket(own: &PeerId, bucket: usize, salt: u8) -> PeerId {
+    let mut bytes = *own.as_bytes();
+    bytes[bucket / 8] ^= 0x80 >> (bucket % 8);
+    bytes[19] ^= salt;
+    let peer = PeerId::from_bytes(bytes);
+    assert_eq!(own.common_prefix_len(&peer), bucket);
+    peer
+}
+
+/// Delivers a `handshake-offer` from `offerer`, relayed by the peer on `conn`, and returns
+/// the `data` of the node's `handshake-answer`, if it answered. (It may instead offer
+/// itself: the offer made the offerer a candidate, and when both sides offer only the
+/// larger id answers.)
+fn answer_to_offer(node: &mut Node, conn: ConnId, offerer: &PeerId, nonce: u32) -> Option<String> {
+    let offer = format!(
+        r#"{{"to":"{}","from":"{offerer}","path":["{offerer}"],"nonce":"{nonce}","data":{{"type":"handshake-offer"}}}}"#,
+        node.id()
+    );
+    node.handle_input(
+        Time::ZERO,
+        Input::Frame {
+            conn,
+            frame: offer.as_bytes(),
+        },
+    );
+    std::iter::from_fn(|| node.poll_output()).find_map(|output| match output {
+        Output::Transmit { frame, .. } if frame.contains("handshake-answer") => {
+            let at = frame.find(r#""data":{"ws""#).expect("answer data");
+            Some(frame[at + 7..frame.len() - 2].to_owned())
+        }
+        _ => None,
+    })
+}
+
+/// Whether the node took up the offer: answered with its transport, or offered itself.
+fn takes_offer(node: &mut Node, conn: ConnId, offerer: &PeerId, nonce: u32) -> bool {
+    let declined = node.stats().offers_declined;
+    let answer = answer_to_offer(node, conn, offerer, nonce);
+    let took = node.stats().offers_declined == declined;
+    assert_eq!(took, answer.as_deref() != Some(DECLINE), "{answer:?}");
+    took && answer.is_none_or(|a| a == ACCEPT)
+}
+
+const ACCEPT: &str = r#"{"ws":null,"wrtc":true}"#;
+const DECLINE: &str = r#"{"ws":null,"wrtc":false}"#;
+
+#[test]
+fn a_full_node_declines_offers_it_would_shed_a_link_for() {
+    let config = Config {
+        webrtc: true,
+        link_selection: LinkSelection::BucketDiverse { near: 1 },
+        max_links: 4,
+        target_links: 4,
+        refresh_interval: None,
+        ..Config::default()
+    };
+    let own = Node::with_seed(config.clone(), 7, Time::ZERO).unwrap().id();
+    // Node ids come from the seed, so this node has `own` again.
+    let nearest = in_bucket(&own, 100, 1);
+    let linked = [
+        in_bucket(&own, 0, 1),
+        in_bucket(&own, 0, 2),
+        in_bucket(&own, 1, 1),
+        nearest,
+    ];
+    let (mut node, conns) = node_linked_to(config.clone(), &linked);
+    assert_eq!(node.id(), own);
+    assert_eq!(node.links().count(), 4);
+
+    // Bucket 0 has two links and the offerer is not among our nearest: declined.
+    let redundant = in_bucket(&own, 0, 3);
+    assert_eq!(
+        answer_to_offer(&mut node, conns[0], &redundant, 1).as_deref(),
+        Some(DECLINE)
+    );
+    assert_eq!(node.stats().offers_declined, 1);
+    // A bucket we have no link in, and a peer nearer than our nearest link: taken.
+    assert!(takes_offer(&mut node, conns[0], &in_bucket(&own, 5, 1), 2));
+    assert!(takes_offer(
+        &mut node,
+        conns[0],
+        &in_bucket(&own, 120, 1),
+        3
+    ));
+    assert_eq!(node.stats().offers_declined, 1);
+
+    // Below the budget, or with declining turned off, the redundant offer is taken too.
+    let (mut roomy, conns) = node_linked_to(config.clone(), &linked[..3]);
+    assert!(takes_offer(&mut roomy, conns[0], &redundant, 1));
+    let accepting = Config {
+        decline_redundant_offers: false,
+        ..config
+    };
+    let (mut accepting, conns) = node_linked_to(accepting, &linked);
+    assert!(takes_offer(&mut accepting, conns[0], &redundant, 1));
+}
+
+#[test]
+fn a_declined_offer_fails_the_connect() {
+    let config = Config {
+        webrtc: true,
+        refresh_interval: None,
+        ..Config::default()
+    };
+    let (relay, full) = (id(0x80), id(0x40));
+    let (mut node, conns) = node_linked_to(config, &[relay]);
+    assert!(offer_conn(&mut node, &full).is_some());
+    let decline = format!(
+        r#"{{"to":"{}","from":"{full}","path":["{full}"],"nonce":"d1","data":{{"type":"handshake-answer","data":{DECLINE}}}}}"#,
+        node.id()
+    );
+    node.handle_input(
+        Time::ZERO,
+        Input::Frame {
+            conn: conns[0],
+            frame: decline.as_bytes(),
+        },
+    );
+    let failed = std::iter::from_fn(|| node.poll_output()).any(|output| {
+        matches!(
+            output,
+            Output::Event(peer_relay_core::Event::ConnectFailed { peer, .. }) if peer == full
+        )
+    });
+    assert!(failed);
+    assert_eq!(node.stats().connects_failed, 1);
 }

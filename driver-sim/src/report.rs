@@ -100,6 +100,8 @@ pub struct NodeTotals {
     pub connects_failed: u64,
     /// Inbound connections refused.
     pub connections_refused: u64,
+    /// Offers declined at the link budget (each is also a failed connect at the offerer).
+    pub offers_declined: u64,
     /// Drops by reason label.
     pub dropped: BTreeMap<&'static str, u64>,
     /// Closes by reason label.
@@ -116,6 +118,7 @@ fn node_totals(sim: &Sim) -> NodeTotals {
         t.links_closed += s.links_closed;
         t.connects_failed += s.connects_failed;
         t.connections_refused += s.connections_refused;
+        t.offers_declined += s.offers_declined;
         for (reason, n) in s.dropped.iter() {
             *t.dropped.entry(reason.label()).or_default() += n;
         }

@@ -39,12 +39,8 @@ fn converges_and_delivers(config: SimConfig) -> Sim {
         "delivery {:.4}",
         delivery.rate()
     );
-    check!(
-        sim,
-        sim.link_inconsistencies().is_empty(),
-        "{:?}",
-        sim.link_inconsistencies()
-    );
+    let lasting = common::lasting_link_inconsistencies(&mut sim);
+    check!(sim, lasting.is_empty(), "{lasting:?}");
     sim
 }
 
