@@ -1467,8 +1467,17 @@ impl Node {
             return;
         }
         self.stats.connects_failed += 1;
-        self.candidates
-            .connect_failed(&peer, self.now, self.config.connect_retry_backoff);
+        if reason == ConnectFailure::NoTransport {
+            // Most often a full node declining (see `decline_redundant_offers`): the peer is
+            // alive, so no failure is counted (counted failures are remembered until the
+            // backoff table turns over, and a growing network sees dozens of declines per
+            // peer); it is left alone for twice the retry backoff.
+            self.candidates
+                .link_closed(&peer, self.now, self.config.connect_retry_backoff * 2);
+        } else {
+            self.candidates
+                .connect_failed(&peer, self.now, self.config.connect_retry_backoff);
+        }
         self.emit(Event::ConnectFailed {
             peer,
             reason,
