@@ -82,6 +82,12 @@ impl Backoffs {
         }
     }
 
+    /// Drops every entry that no longer changes an answer (see [`Backoff::matters`]).
+    fn forget_stale(&mut self, now: Time) {
+        self.current.retain(|_, b| b.matters(now));
+        self.previous.retain(|_, b| b.matters(now));
+    }
+
     fn get(&self, id: &PeerId) -> Option<Backoff> {
         self.current
             .get(id)
@@ -177,6 +183,13 @@ impl Candidates {
             failures: 0,
         };
         self.backoffs.insert(*id, backoff, now);
+    }
+
+    /// Drops the backoffs whose time has passed and that count no failures. Entries are
+    /// otherwise pruned only when new ones arrive, and a burst of closes or declines (a
+    /// growing network sends dozens per peer) would sit in an idle node for good.
+    pub fn forget_stale_backoffs(&mut self, now: Time) {
+        self.backoffs.forget_stale(now);
     }
 
     /// A link to `id` came up: clear its failures.
@@ -558,6 +571,24 @@ mod tests {
         c.connect_failed(&failed, now, base);
         assert!(!c.ready(&failed, now + Duration::from_millis(9_999)));
         assert!(c.ready(&failed, now + Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn a_burst_of_clean_backoffs_is_forgotten_once_its_time_passed() {
+        let me = id(0, 0);
+        let mut c = Candidates::new(me, 20, true, 1_024);
+        let base = Duration::from_secs(10);
+        let failed = id(0x40, 0);
+        c.connect_failed(&failed, Time::ZERO, base);
+        for n in 1..=60u8 {
+            c.link_closed(&id(0x80, n), Time::ZERO, base);
+        }
+        assert_eq!(c.backoffs(), 61);
+        c.forget_stale_backoffs(Time::from_millis(9_999));
+        assert_eq!(c.backoffs(), 61, "still backing off");
+        c.forget_stale_backoffs(Time::from_millis(10_000));
+        assert_eq!(c.backoffs(), 1, "the failure is kept");
+        assert!(c.ready(&id(0x80, 1), Time::from_millis(10_000)));
     }
 
     #[test]

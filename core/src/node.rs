@@ -1909,6 +1909,7 @@ impl Node {
     /// Periodic discovery: ask a link for peers and top up links from what we know.
     fn refresh(&mut self) {
         self.schedule_refresh();
+        self.candidates.forget_stale_backoffs(self.now);
         if self.links.is_empty() {
             return;
         }
