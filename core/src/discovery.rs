@@ -297,8 +297,15 @@ impl Candidates {
         for id in &out {
             represented[asker.common_prefix_len(id)] = true;
         }
+        // Below the table's depth, bucket `i` holds ids sharing exactly `i` bits with us, so
+        // each shares `min(i, c)` bits with the asker: one look settles the whole bucket.
+        let c = asker.common_prefix_len(self.table.local());
+        let depth = self.table.depth();
         for pass_reachable in [true, false] {
-            for bucket in (0..=self.table.depth()).rev() {
+            for bucket in (0..=depth).rev() {
+                if bucket < depth && bucket != c && represented[bucket.min(c)] {
+                    continue;
+                }
                 for entry in self.table.bucket(bucket).iter().rev() {
                     if out.len() >= n {
                         return out;
@@ -672,6 +679,88 @@ mod tests {
             buckets.len() >= 3,
             "reply spans several of the asker's buckets: {buckets:?}"
         );
+    }
+
+    /// [`Candidates::diverse_reply`] as it was first written: every entry of every bucket
+    /// looked at in both passes.
+    fn diverse_reply_full_scan(
+        c: &Candidates,
+        asker: &PeerId,
+        target: &PeerId,
+        n: usize,
+        reachable: impl Fn(&PeerId) -> bool,
+    ) -> Vec<PeerId> {
+        let (mut nearest, other): (Vec<PeerId>, Vec<PeerId>) = c
+            .table
+            .closest_iter(target)
+            .map(|e| e.id)
+            .filter(|id| id != asker)
+            .take(n)
+            .partition(|id| reachable(id));
+        nearest.extend(other);
+        let mut out: Vec<PeerId> = nearest.iter().take(n / 2).copied().collect();
+        let mut represented = [false; ID_BITS + 1];
+        for id in &out {
+            represented[asker.common_prefix_len(id)] = true;
+        }
+        for pass_reachable in [true, false] {
+            for bucket in (0..=c.table.depth()).rev() {
+                for entry in c.table.bucket(bucket).iter().rev() {
+                    if out.len() >= n {
+                        return out;
+                    }
+                    let b = asker.common_prefix_len(&entry.id);
+                    if entry.id != *asker
+                        && !represented[b]
+                        && reachable(&entry.id) == pass_reachable
+                    {
+                        represented[b] = true;
+                        out.push(entry.id);
+                    }
+                }
+            }
+        }
+        for id in nearest {
+            if out.len() >= n {
+                break;
+            }
+            if !out.contains(&id) {
+                out.push(id);
+            }
+        }
+        out
+    }
+
+    proptest::proptest! {
+        /// Skipping whole buckets already represented changes no reply.
+        #[test]
+        fn diverse_replies_equal_a_full_scan(
+            seed in proptest::prelude::any::<u64>(),
+            peers in 0usize..400,
+            asker_bucket in 0usize..24,
+            asker_known in proptest::prelude::any::<bool>(),
+            k in 1usize..21,
+            n in 0usize..30,
+            reachable_one_in in 1u8..6,
+        ) {
+            let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(seed);
+            let me = PeerId::random(&mut rng);
+            let mut c = Candidates::new(me, k, true, 64);
+            for _ in 0..peers {
+                let bucket = (rng.next_u32() % 24) as usize;
+                c.saw(random_id_in_bucket(&me, bucket, &mut rng));
+            }
+            let asker = random_id_in_bucket(&me, asker_bucket, &mut rng);
+            if asker_known {
+                c.saw(asker);
+            }
+            let target = random_id_in_bucket(&asker, (rng.next_u32() % 24) as usize, &mut rng);
+            let reachable = |id: &PeerId| id.as_bytes()[19] % reachable_one_in == 0;
+            proptest::prop_assert_eq!(
+                c.diverse_reply(&asker, &target, n, reachable),
+                diverse_reply_full_scan(&c, &asker, &target, n, reachable)
+            );
+        }
     }
 
     #[test]
