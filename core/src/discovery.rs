@@ -203,13 +203,12 @@ impl Candidates {
     }
 
     /// The original's pick: the `n` candidates nearest to our own id.
-    pub fn nearest_to_self(&self, n: usize) -> Vec<PeerId> {
-        let local = *self.table.local();
+    /// Lazy: buckets are sorted only as far as the caller reads.
+    pub fn nearest_to_self(&self, n: usize) -> impl Iterator<Item = PeerId> + '_ {
         self.table
-            .closest_iter(&local)
+            .closest_iter(self.table.local())
             .take(n)
             .map(|e| e.id)
-            .collect()
     }
 
     /// Bucket-diverse pick, in priority order: the `near` candidates nearest to us, then for

@@ -1323,7 +1323,8 @@ impl Node {
         match self.config.link_selection {
             LinkSelection::NearestToSelf => {
                 let target = self.config.target_links;
-                for peer in self.candidates.nearest_to_self(target) {
+                let picks: Vec<PeerId> = self.candidates.nearest_to_self(target).collect();
+                for peer in picks {
                     if self.populate_count() >= target {
                         break;
                     }
@@ -1355,9 +1356,9 @@ impl Node {
                     .config
                     .target_links
                     .saturating_sub(self.links.len() + self.pending.len() + coverage.len());
+                // Lazy: with no shortfall (most populates) no bucket is sorted at all.
                 let extra: Vec<PeerId> = candidates
                     .nearest_to_self(self.config.max_links)
-                    .into_iter()
                     .filter(|p| !taken(p) && usable(p) && !coverage.contains(p))
                     .take(shortfall)
                     .collect();
