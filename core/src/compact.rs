@@ -133,6 +133,66 @@ impl<K, V> Deref for CompactMap<K, V> {
     }
 }
 
+/// A sorted set kept in a vector, largest first, so the smallest element (the next timer)
+/// is taken from the end in O(1); insert and remove are a binary search and a shift. A node
+/// arms a handful of timers, and a `BTreeSet`'s first leaf alone is room for eleven.
+#[derive(Debug, Clone)]
+pub(crate) struct CompactSet<T>(Vec<T>);
+
+impl<T: Ord> CompactSet<T> {
+    pub(crate) const fn new() -> Self {
+        CompactSet(Vec::new())
+    }
+
+    fn position(&self, value: &T) -> Result<usize, usize> {
+        self.0.binary_search_by(|probe| value.cmp(probe))
+    }
+
+    /// Adds `value`; false if it was already there.
+    pub(crate) fn insert(&mut self, value: T) -> bool {
+        match self.position(&value) {
+            Ok(_) => false,
+            Err(at) => {
+                reserve_one(&mut self.0);
+                self.0.insert(at, value);
+                true
+            }
+        }
+    }
+
+    /// Removes `value`; false if it was not there.
+    pub(crate) fn remove(&mut self, value: &T) -> bool {
+        match self.position(value) {
+            Ok(at) => {
+                self.0.remove(at);
+                shrink_slack(&mut self.0);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// The smallest element.
+    pub(crate) fn first(&self) -> Option<&T> {
+        self.0.last()
+    }
+
+    /// Removes and returns the smallest element.
+    pub(crate) fn pop_first(&mut self) -> Option<T> {
+        let first = self.0.pop();
+        shrink_slack(&mut self.0);
+        first
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.0 = Vec::new();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,6 +256,27 @@ mod tests {
         assert_eq!(map.len(), 4);
         map.retain(|k, _| *k >= 10);
         assert_eq!(map.keys().copied().collect::<Vec<_>>(), [10, 11]);
+    }
+
+    #[test]
+    fn a_compact_set_pops_in_order_like_a_btree_set() {
+        let mut set = CompactSet::new();
+        let mut reference = std::collections::BTreeSet::new();
+        // A fixed pseudo-random walk of inserts, removes and pops.
+        let mut x = 7u32;
+        for step in 0..2_000u32 {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            let value = (x >> 16) % 64;
+            match step % 5 {
+                0 | 1 => assert_eq!(set.insert(value), reference.insert(value)),
+                2 => assert_eq!(set.remove(&value), reference.remove(&value)),
+                3 => assert_eq!(set.pop_first(), reference.pop_first()),
+                _ => assert_eq!(set.first(), reference.first()),
+            }
+            assert_eq!(set.len(), reference.len());
+        }
+        set.clear();
+        assert_eq!(set.first(), None);
     }
 
     #[test]

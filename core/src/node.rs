@@ -5,7 +5,7 @@
 //! says when to call again with [`Input::Timeout`]. The node never reads a clock, the OS RNG
 //! or the network, so the same seed and the same inputs give the same outputs, byte for byte.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use smallvec::SmallVec;
 
-use crate::compact::{CompactMap, reserve_one, shrink_slack};
+use crate::compact::{CompactMap, CompactSet, reserve_one, shrink_slack};
 use crate::config::{Config, Forwarding, LinkSelection, Routing};
 use crate::conn::{ConnId, ConnState, Connection, Link, Pending, Role, Transport};
 use crate::discovery::{Candidates, LOOKUP_STEPS, Lookup, Lookups, random_id_in_bucket};
@@ -439,7 +439,7 @@ pub struct Node {
     preferred: PreferredPaths,
     queue: VecDeque<Queued>,
     bootstrap: Vec<Bootstrap>,
-    timers: BTreeSet<(Time, Timer)>,
+    timers: CompactSet<(Time, Timer)>,
     refresh_at: Option<Time>,
     outputs: VecDeque<Output>,
     stats: Stats,
@@ -484,7 +484,7 @@ impl Node {
             preferred,
             queue: VecDeque::new(),
             bootstrap: Vec::new(),
-            timers: BTreeSet::new(),
+            timers: CompactSet::new(),
             refresh_at: None,
             outputs: VecDeque::new(),
             stats: Stats::default(),
@@ -567,7 +567,7 @@ impl Node {
 
     /// When to feed [`Input::Timeout`] next, if anything is scheduled.
     pub fn poll_timeout(&self) -> Option<Time> {
-        self.timers.first().map(|(at, _)| *at)
+        self.timers.first().map(|&(at, _)| at)
     }
 
     // ---- inputs -------------------------------------------------------------------------

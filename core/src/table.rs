@@ -158,6 +158,8 @@ impl<V> KBucket<V> {
             .into_iter()
             .partition(|e| e.id.bit(depth) != self.local.bit(depth));
         self.buckets.push(far);
+        // Compact growth: doubling would leave a table split 17 times with room for 32.
+        crate::compact::reserve_one(&mut self.buckets);
         self.buckets.push(near);
     }
 
@@ -398,6 +400,28 @@ mod tests {
             }
             PeerId::from_bytes(b)
         })
+    }
+
+    #[test]
+    fn the_bucket_list_grows_compactly() {
+        let mut rng =
+            <rand_xoshiro::Xoshiro256PlusPlus as rand_core::SeedableRng>::seed_from_u64(5);
+        let local = PeerId::random(&mut rng);
+        let mut t = KBucket::new(local, 1);
+        // One contact sharing each prefix length: every insert splits the near bucket.
+        for bucket in 0..24 {
+            t.insert(
+                crate::discovery::random_id_in_bucket(&local, bucket, &mut rng),
+                (),
+            );
+        }
+        assert_eq!(t.depth(), 23);
+        // Doubling would have left room for 32.
+        assert!(
+            t.buckets.capacity() <= 30,
+            "capacity {}",
+            t.buckets.capacity()
+        );
     }
 
     proptest! {
