@@ -4,7 +4,9 @@
 //! Runs the default network (10,000 peers joining at 50 per second through 10% servers,
 //! seed 1; the first argument overrides the peer count, the second the seed) until every
 //! peer has its link target, counting every frame by the `type` of its payload (`signal`,
-//! `handshake-offer`, ...; the id handshake has none). Then it prints, per tenth of the
+//! `handshake-offer`, ...; the id handshake has none) and how many of them were a message's
+//! first hop (its path holds only the sender), so frames per message is the mean hop count
+//! of each type. Then it prints, per tenth of the
 //! peers in join order, how many links each opened and how many it shed for its link
 //! budget: the links a forming network opens and closes again are most of its frames.
 //!
@@ -19,6 +21,15 @@ use std::time::Duration;
 
 use peer_relay_core::CloseReason;
 use peer_relay_sim::{Sim, SimConfig};
+
+/// Whether an envelope frame is its message's first hop: the path holds only the sender.
+fn first_hop(frame: &str) -> bool {
+    const KEY: &str = "\"path\":[";
+    frame.find(KEY).is_some_and(|at| {
+        let rest = &frame[at + KEY.len()..];
+        rest.find(']').is_some_and(|end| !rest[..end].contains(','))
+    })
+}
 
 /// The payload type of an envelope frame (`"data":{"type":"…"`); the id handshake has none.
 fn payload_type(frame: &str) -> &str {
@@ -45,26 +56,36 @@ fn main() {
         ..SimConfig::default()
     })
     .expect("a valid config");
-    let by_type: Rc<RefCell<BTreeMap<String, u64>>> = Rc::default();
+    // Per payload type: frames, and frames that were a message's first hop.
+    let by_type: Rc<RefCell<BTreeMap<String, (u64, u64)>>> = Rc::default();
     let counting = Rc::clone(&by_type);
     sim.set_frame_filter(Some(Box::new(move |_, _, frame: &str| {
-        *counting
-            .borrow_mut()
-            .entry(payload_type(frame).to_owned())
-            .or_default() += 1;
+        let mut by_type = counting.borrow_mut();
+        let counts = by_type.entry(payload_type(frame).to_owned()).or_default();
+        counts.0 += 1;
+        counts.1 += u64::from(first_hop(frame));
         true
     })));
     let deadline = sim.config().joins_end() + Duration::from_secs(60);
     let converged = sim.run_until_converged(deadline);
     let by_type = by_type.borrow();
-    let frames: u64 = by_type.values().sum();
+    let frames: u64 = by_type.values().map(|c| c.0).sum();
     println!(
         "{peers} peers, seed {seed}: converged at {converged:?}, {} events, {frames} frames",
         sim.counters().events
     );
-    for (kind, count) in by_type.iter() {
-        let share = *count as f64 * 100.0 / frames as f64;
-        println!("  {kind:>18} {count:>10} {share:5.1}%");
+    println!(
+        "  {:>18} {:>10} {:>6} {:>10} {:>9}",
+        "type", "frames", "share", "messages", "hops/msg"
+    );
+    for (kind, &(count, messages)) in by_type.iter() {
+        let share = count as f64 * 100.0 / frames as f64;
+        let hops = if messages == 0 {
+            "-".to_owned()
+        } else {
+            format!("{:.2}", count as f64 / messages as f64)
+        };
+        println!("  {kind:>18} {count:>10} {share:5.1}% {messages:>10} {hops:>9}");
     }
 
     // Nodes are listed by peer index, which is the join order of the initial population.
@@ -76,6 +97,14 @@ fn main() {
             (stats.links_opened, shed, node.links().count() as u64)
         })
         .collect();
+    let (declined, failed) = sim.nodes().fold((0, 0), |(declined, failed), node| {
+        let stats = node.stats();
+        (
+            declined + stats.offers_declined,
+            failed + stats.connects_failed,
+        )
+    });
+    println!("offers declined by full peers {declined}, connects failed {failed}");
     let opened: u64 = per_node.iter().map(|n| n.0).sum();
     let shed: u64 = per_node.iter().map(|n| n.1).sum();
     let kept: u64 = per_node.iter().map(|n| n.2).sum();
