@@ -163,6 +163,16 @@ impl PeerId {
         HexId(out)
     }
 
+    /// Appends the 40 lowercase hex characters to `out` (what the wire writer does for every
+    /// id of every frame: no `&str` is made, so nothing is validated as UTF-8).
+    pub fn push_hex(&self, out: &mut String) {
+        out.reserve(HEX_LEN);
+        for byte in self.0 {
+            out.push(char::from(HEX_DIGITS[usize::from(byte >> 4)]));
+            out.push(char::from(HEX_DIGITS[usize::from(byte & 0xf)]));
+        }
+    }
+
     /// Appends the JS Buffer JSON form, `{"type":"Buffer","data":[..]}`.
     pub fn write_buffer_json(&self, out: &mut String) {
         out.push_str(r#"{"type":"Buffer","data":["#);
@@ -484,6 +494,9 @@ mod tests {
         assert_eq!(id.to_string(), HEX);
         assert_eq!(PeerId::from_hex(&HEX.to_uppercase()).unwrap(), id);
         assert_eq!(format!("{id:?}"), "PeerId(aa26b030)");
+        let mut out = String::from("x");
+        id.push_hex(&mut out);
+        assert_eq!(out, format!("x{HEX}"));
     }
 
     #[test]

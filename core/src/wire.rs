@@ -485,16 +485,16 @@ pub fn write_envelope(
     // Fixed text (up to a 16-byte nonce) is 160 bytes; each path entry adds 43.
     out.reserve(160 + 43 * (path.len() + 1) + payload.len());
     out.push_str(r#"{"to":""#);
-    out.push_str(&to.to_hex());
+    to.push_hex(out);
     out.push_str(r#"","from":""#);
-    out.push_str(&from.to_hex());
+    from.push_hex(out);
     out.push_str(r#"","path":["#);
     for (i, id) in path.iter().chain(hop).enumerate() {
         if i > 0 {
             out.push(',');
         }
         out.push('"');
-        out.push_str(&id.to_hex());
+        id.push_hex(out);
         out.push('"');
     }
     out.push_str(r#"],"nonce":""#);
@@ -753,7 +753,7 @@ impl OutgoingPayload<'_> {
             }
             OutgoingPayload::FindPeers(id) => {
                 out.push_str(r#"{"type":"findPeers","data":""#);
-                out.push_str(&id.to_hex());
+                id.push_hex(out);
                 out.push_str(r#""}"#);
             }
             OutgoingPayload::FoundPeers(ids) => {
@@ -763,7 +763,7 @@ impl OutgoingPayload<'_> {
                         out.push(',');
                     }
                     out.push('"');
-                    out.push_str(&id.to_hex());
+                    id.push_hex(out);
                     out.push('"');
                 }
                 out.push_str("]}");
