@@ -61,8 +61,14 @@ pub struct Config {
     /// [`Forwarding::Greedy`]. The original uses 2.
     pub concurrency: usize,
 
-    /// Contacts per k-bucket in the routing table and the candidate table (20).
+    /// Contacts per k-bucket in the routing table (20).
     pub k: usize,
+    /// Contacts per k-bucket in the candidate table, the peers we know of and might link
+    /// to or name in a `foundPeers` reply (original: 20, its one `k`). The table has a full
+    /// bucket for each of about `log2(n) - log2(candidate_k)` leading bits, so at a million
+    /// peers it is most of an idle node's memory: 20 bytes per id, `candidate_k` ids per
+    /// bucket.
+    pub candidate_k: usize,
     /// Links to populate up to, counting pending connects (original: 15).
     pub target_links: usize,
     /// Most established links; past it the node sheds surplus links (keeping the links that
@@ -169,6 +175,7 @@ impl Default for Config {
             forwarding: Forwarding::Greedy,
             concurrency: 2,
             k: 20,
+            candidate_k: 20,
             target_links: 15,
             max_links: 32,
             decline_redundant_offers: true,
@@ -224,6 +231,9 @@ impl Config {
         let fail = |why: &'static str| Err(Error::InvalidConfig(why));
         if self.k == 0 {
             return fail("k must be at least 1");
+        }
+        if self.candidate_k == 0 {
+            return fail("candidate_k must be at least 1");
         }
         if self.max_hops == 0 || self.max_hops > PATH_DECODE_LIMIT {
             return fail("max_hops must be in 1..=64");
@@ -290,6 +300,10 @@ mod tests {
         let bad = [
             Config {
                 k: 0,
+                ..Config::default()
+            },
+            Config {
+                candidate_k: 0,
                 ..Config::default()
             },
             Config {

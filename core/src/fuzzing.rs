@@ -547,7 +547,7 @@ pub fn check_sizes(node: &Node) {
     assert!(s.queued <= c.queue_max, "queue {s:?}");
     assert!(s.lookups <= c.max_lookups, "lookups {s:?}");
     assert!(
-        s.candidates <= c.k * (crate::id::ID_BITS + 1),
+        s.candidates <= c.candidate_k * (crate::id::ID_BITS + 1),
         "candidates {s:?}"
     );
     assert!(s.backoffs <= c.connect_backoffs_max, "backoffs {s:?}");

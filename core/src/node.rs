@@ -477,7 +477,12 @@ impl Node {
             retiring: Vec::new(),
             link_buckets: BucketSet::default(),
             table: KBucket::new(id, config.k),
-            candidates: Candidates::new(id, config.k, evict_stale, config.connect_backoffs_max),
+            candidates: Candidates::new(
+                id,
+                config.candidate_k,
+                evict_stale,
+                config.connect_backoffs_max,
+            ),
             lookups: Lookups::new(config.max_lookups),
             pending: CompactMap::new(),
             seen,

@@ -2,16 +2,17 @@
 //! the peers' join order.
 //!
 //! Runs the default network (10,000 peers joining at 50 per second through 10% servers,
-//! seed 1; the first argument overrides the peer count, the second the seed) until every
+//! seed 1; the arguments override the peer count, the seed and the joins per second) until every
 //! peer has its link target, counting every frame by the `type` of its payload (`signal`,
 //! `handshake-offer`, ...; the id handshake has none) and how many of them were a message's
 //! first hop (its path holds only the sender), so frames per message is the mean hop count
 //! of each type. Then it prints, per tenth of the
 //! peers in join order, how many links each opened and how many it shed for its link
-//! budget: the links a forming network opens and closes again are most of its frames.
+//! budget (the links a forming network opens and closes again are most of its frames), how
+//! many of its connects failed and how many offers it declined.
 //!
 //! ```text
-//! cargo run --release -p peer-relay-sim --example formation_costs [-- PEERS [SEED]]
+//! cargo run --release -p peer-relay-sim --example formation_costs [-- PEERS [SEED [RATE]]]
 //! ```
 
 use std::cell::RefCell;
@@ -49,10 +50,14 @@ fn main() {
     let seed: u64 = args
         .next()
         .map_or(1, |a| a.parse().expect("SEED: a number"));
+    let rate: u32 = args
+        .next()
+        .map_or(50, |a| a.parse().expect("RATE: joins per second"));
     let mut sim = Sim::new(SimConfig {
         seed,
         peers,
         servers: peers / 10,
+        join_interval: Duration::from_secs(1) / rate.max(1),
         ..SimConfig::default()
     })
     .expect("a valid config");
@@ -89,12 +94,18 @@ fn main() {
     }
 
     // Nodes are listed by peer index, which is the join order of the initial population.
-    let per_node: Vec<(u64, u64, u64)> = sim
+    let per_node: Vec<(u64, u64, u64, u64, u64)> = sim
         .nodes()
         .map(|node| {
             let stats = node.stats();
             let shed = stats.closed.get(CloseReason::LinkBudget);
-            (stats.links_opened, shed, node.links().count() as u64)
+            (
+                stats.links_opened,
+                shed,
+                node.links().count() as u64,
+                stats.connects_failed,
+                stats.offers_declined,
+            )
         })
         .collect();
     let (declined, failed) = sim.nodes().fold((0, 0), |(declined, failed), node| {
@@ -114,14 +125,19 @@ fn main() {
         opened as f64 / per_node.len() as f64,
         kept as f64 / per_node.len() as f64,
     );
-    println!("per tenth of the peers, in join order: link ends opened, links shed, per peer");
+    println!(
+        "per tenth of the peers, in join order, per peer: link ends opened, links shed, \
+         connects failed, offers declined"
+    );
     let tenth = per_node.len().div_ceil(10).max(1);
     for (i, chunk) in per_node.chunks(tenth).enumerate() {
         let n = chunk.len() as f64;
         println!(
-            "  {i}: {:6.1} opened {:6.1} shed",
+            "  {i}: {:6.1} opened {:6.1} shed {:6.1} failed {:6.1} declined",
             chunk.iter().map(|c| c.0).sum::<u64>() as f64 / n,
             chunk.iter().map(|c| c.1).sum::<u64>() as f64 / n,
+            chunk.iter().map(|c| c.3).sum::<u64>() as f64 / n,
+            chunk.iter().map(|c| c.4).sum::<u64>() as f64 / n,
         );
     }
 }

@@ -70,8 +70,10 @@ impl Knobs {
             }
         };
         let max_links = 1 + usize::from(self.max_links % 16);
+        let k = 1 + usize::from(self.k % 8);
         Config {
-            k: 1 + usize::from(self.k % 8),
+            k,
+            candidate_k: k,
             target_links: usize::from(self.target_links) % (max_links + 1),
             max_links,
             max_connections: max_links + usize::from(self.extra_connections % 16),
