@@ -4,7 +4,8 @@
 //! The JS package keeps a binary tree in which only the leaf holding our own id may split, so
 //! its leaves are exactly: one "far" bucket for every bit position `i < depth` (contacts that
 //! first differ from our id at bit `i`) and one "near" bucket for contacts that share the first
-//! `depth` bits with us. We store that as a vector of buckets indexed by shared-prefix length.
+//! `depth` bits with us. We store that as one vector of contacts, bucket after bucket, indexed
+//! by shared-prefix length.
 //! A full far bucket refuses the newcomer (the JS package emits `ping` and drops it); a full
 //! near bucket splits. Within a bucket, contacts are ordered least recently seen first: seeing a
 //! contact again moves it to the end, as the JS arbiter does.
@@ -44,10 +45,15 @@ pub enum Insert {
 pub struct KBucket<V> {
     local: PeerId,
     k: usize,
-    /// `buckets[i]` for `i < depth` holds contacts whose id first differs from ours at bit `i`;
-    /// the last bucket (index `depth`) holds everything sharing at least `depth` bits.
-    buckets: Vec<Vec<Entry<V>>>,
-    len: usize,
+    /// Every contact, bucket after bucket: bucket `i` is `entries[ends[i - 1]..ends[i]]`.
+    /// Bucket `i < depth` holds contacts whose id first differs from ours at bit `i`; the last
+    /// bucket (index `depth`) holds everything sharing at least `depth` bits. One allocation
+    /// for the whole table, not one per bucket: a million-peer network's candidate tables
+    /// have some 18 buckets each, and a vector per bucket cost 40 bytes of header and
+    /// allocator overhead apiece.
+    entries: Vec<Entry<V>>,
+    /// One past each bucket's last entry; `ends.len()` is `depth + 1`.
+    ends: Vec<u32>,
 }
 
 impl<V> KBucket<V> {
@@ -56,8 +62,8 @@ impl<V> KBucket<V> {
         KBucket {
             local,
             k: k.max(1),
-            buckets: vec![Vec::new()],
-            len: 0,
+            entries: Vec::new(),
+            ends: vec![0],
         }
     }
 
@@ -73,17 +79,26 @@ impl<V> KBucket<V> {
 
     /// Number of stored contacts.
     pub fn len(&self) -> usize {
-        self.len
+        self.entries.len()
     }
 
     /// Whether the table is empty.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.entries.is_empty()
     }
 
     /// Index of the near bucket: how many times the table has split.
     pub fn depth(&self) -> usize {
-        self.buckets.len() - 1
+        self.ends.len() - 1
+    }
+
+    /// The positions of bucket `index` (`index <= depth`) in `entries`.
+    fn range(&self, index: usize) -> core::ops::Range<usize> {
+        let start = match index {
+            0 => 0,
+            i => self.ends[i - 1] as usize,
+        };
+        start..self.ends[index] as usize
     }
 
     /// The bucket index `id` belongs to.
@@ -93,7 +108,11 @@ impl<V> KBucket<V> {
 
     /// The contacts of bucket `index`, least recently seen first.
     pub fn bucket(&self, index: usize) -> &[Entry<V>] {
-        self.buckets.get(index).map_or(&[], Vec::as_slice)
+        if index < self.ends.len() {
+            &self.entries[self.range(index)]
+        } else {
+            &[]
+        }
     }
 
     /// Inserts or refreshes a contact following the JS package's rules.
@@ -110,8 +129,11 @@ impl<V> KBucket<V> {
         match self.try_insert(id, value) {
             Ok(result) => (result, None),
             Err((bucket, value)) => {
-                let evicted = self.buckets[bucket].remove(0);
-                self.buckets[bucket].push(Entry { id, value });
+                // The least recently seen goes; the newcomer is the most recently seen.
+                let range = self.range(bucket);
+                self.entries[range.clone()].rotate_left(1);
+                let evicted =
+                    core::mem::replace(&mut self.entries[range.end - 1], Entry { id, value });
                 (Insert::Added, Some(evicted))
             }
         }
@@ -124,22 +146,23 @@ impl<V> KBucket<V> {
         }
         loop {
             let index = self.bucket_index(&id);
-            let bucket = &mut self.buckets[index];
+            let range = self.range(index);
+            let bucket = &mut self.entries[range.clone()];
             if let Some(pos) = bucket.iter().position(|e| e.id == id) {
-                let mut entry = bucket.remove(pos);
-                entry.value = value;
-                bucket.push(entry);
+                bucket[pos..].rotate_left(1);
+                bucket[bucket.len() - 1].value = value;
                 return Ok(Insert::Updated);
             }
-            if bucket.len() < self.k {
-                if bucket.len() == bucket.capacity() {
-                    // Grow towards exactly `k`, not past it (doubling would leave a full
-                    // 20-contact bucket with room for 32; tables are most of an idle node).
-                    let room = bucket.len().max(4).min(self.k - bucket.len());
-                    bucket.reserve_exact(room);
+            if range.len() < self.k {
+                if self.entries.len() == self.entries.capacity() {
+                    // Grow by one bucket's worth, not by doubling: the table is most of an
+                    // idle node, and the room left over is at most one bucket.
+                    self.entries.reserve_exact(self.k.clamp(4, 64));
                 }
-                bucket.push(Entry { id, value });
-                self.len += 1;
+                self.entries.insert(range.end, Entry { id, value });
+                for end in &mut self.ends[index..] {
+                    *end += 1;
+                }
                 return Ok(Insert::Added);
             }
             // At depth 159 the near bucket can only hold the one id differing in the last bit.
@@ -153,28 +176,36 @@ impl<V> KBucket<V> {
     /// Splits the near bucket at the current depth.
     fn split(&mut self) {
         let depth = self.depth();
-        let near = self.buckets.pop().unwrap_or_default();
-        let (far, near): (Vec<_>, Vec<_>) = near
-            .into_iter()
+        let start = self.range(depth).start;
+        // The near bucket is the last: stably move its far half in front of its near half.
+        let (far, near): (SmallVec<[Entry<V>; 32]>, SmallVec<[Entry<V>; 32]>) = self
+            .entries
+            .drain(start..)
             .partition(|e| e.id.bit(depth) != self.local.bit(depth));
-        self.buckets.push(far);
+        self.entries.extend(far);
+        self.ends[depth] = self.entries.len() as u32;
+        self.entries.extend(near);
         // Compact growth: doubling would leave a table split 17 times with room for 32.
-        crate::compact::reserve_one(&mut self.buckets);
-        self.buckets.push(near);
+        crate::compact::reserve_one(&mut self.ends);
+        self.ends.push(self.entries.len() as u32);
     }
 
     /// Removes a contact, returning its value.
     pub fn remove(&mut self, id: &PeerId) -> Option<V> {
         let index = self.bucket_index(id);
-        let bucket = &mut self.buckets[index];
-        let pos = bucket.iter().position(|e| e.id == *id)?;
-        self.len -= 1;
-        Some(bucket.remove(pos).value)
+        let range = self.range(index);
+        let pos = self.entries[range.clone()]
+            .iter()
+            .position(|e| e.id == *id)?;
+        for end in &mut self.ends[index..] {
+            *end -= 1;
+        }
+        Some(self.entries.remove(range.start + pos).value)
     }
 
     /// The value stored for `id`.
     pub fn get(&self, id: &PeerId) -> Option<&V> {
-        self.buckets[self.bucket_index(id)]
+        self.bucket(self.bucket_index(id))
             .iter()
             .find(|e| e.id == *id)
             .map(|e| &e.value)
@@ -182,8 +213,8 @@ impl<V> KBucket<V> {
 
     /// The value stored for `id`, mutably (does not change recency).
     pub fn get_mut(&mut self, id: &PeerId) -> Option<&mut V> {
-        let index = self.bucket_index(id);
-        self.buckets[index]
+        let range = self.range(self.bucket_index(id));
+        self.entries[range]
             .iter_mut()
             .find(|e| e.id == *id)
             .map(|e| &mut e.value)
@@ -196,7 +227,7 @@ impl<V> KBucket<V> {
 
     /// All contacts, bucket by bucket (farthest bucket first), least recently seen first.
     pub fn iter(&self) -> impl Iterator<Item = &Entry<V>> {
-        self.buckets.iter().flatten()
+        self.entries.iter()
     }
 
     /// Contacts in increasing XOR distance from `target`, computed lazily bucket by bucket:
@@ -281,7 +312,7 @@ impl<V> Closest<'_, V> {
                 }
                 Phase::Done => return false,
             };
-            let bucket = &self.table.buckets[index];
+            let bucket = self.table.bucket(index);
             if bucket.is_empty() {
                 continue;
             }
@@ -305,7 +336,7 @@ impl<'a, V> Iterator for Closest<'a, V> {
     fn next(&mut self) -> Option<&'a Entry<V>> {
         loop {
             if let Some((_, i)) = self.current.pop() {
-                return Some(&self.table.buckets[self.bucket][usize::from(i)]);
+                return Some(&self.table.bucket(self.bucket)[usize::from(i)]);
             }
             if !self.next_bucket() {
                 return None;
@@ -417,14 +448,106 @@ mod tests {
         }
         assert_eq!(t.depth(), 23);
         // Doubling would have left room for 32.
-        assert!(
-            t.buckets.capacity() <= 30,
-            "capacity {}",
-            t.buckets.capacity()
-        );
+        assert!(t.ends.capacity() <= 30, "capacity {}", t.ends.capacity());
+    }
+
+    /// The table as the JS package lays it out, one vector per bucket: the reference the
+    /// flat layout must match entry for entry.
+    struct Reference {
+        local: PeerId,
+        k: usize,
+        buckets: Vec<Vec<PeerId>>,
+    }
+
+    impl Reference {
+        fn index(&self, id: &PeerId) -> usize {
+            self.local.common_prefix_len(id).min(self.buckets.len() - 1)
+        }
+
+        /// Returns the evicted id, if any.
+        fn insert(&mut self, id: PeerId, evict: bool) -> Option<PeerId> {
+            if id == self.local {
+                return None;
+            }
+            loop {
+                let depth = self.buckets.len() - 1;
+                let index = self.index(&id);
+                let bucket = &mut self.buckets[index];
+                if let Some(pos) = bucket.iter().position(|e| *e == id) {
+                    bucket.remove(pos);
+                    bucket.push(id);
+                    return None;
+                }
+                if bucket.len() < self.k {
+                    bucket.push(id);
+                    return None;
+                }
+                if index < depth || depth + 1 >= ID_BITS {
+                    if !evict {
+                        return None;
+                    }
+                    let evicted = bucket.remove(0);
+                    bucket.push(id);
+                    return Some(evicted);
+                }
+                let near = self.buckets.pop().unwrap_or_default();
+                let (far, near) = near
+                    .into_iter()
+                    .partition(|e| e.bit(depth) != self.local.bit(depth));
+                self.buckets.push(far);
+                self.buckets.push(near);
+            }
+        }
+
+        fn remove(&mut self, id: &PeerId) {
+            let index = self.index(id);
+            self.buckets[index].retain(|e| e != id);
+        }
     }
 
     proptest! {
+        #[test]
+        fn matches_the_bucket_per_vector_layout(
+            local in arb_id(),
+            ops in proptest::collection::vec((arb_id(), 0u8..4), 0..400),
+            k in 1usize..25,
+        ) {
+            let mut table = KBucket::new(local, k);
+            let mut reference = Reference { local, k, buckets: vec![Vec::new()] };
+            let mut seen: Vec<PeerId> = Vec::new();
+            for (id, op) in ops {
+                match op {
+                    0 => {
+                        table.insert(id, ());
+                        reference.insert(id, false);
+                    }
+                    1 => {
+                        let evicted = table.insert_evicting(id, ()).1.map(|e| e.id);
+                        prop_assert_eq!(evicted, reference.insert(id, true));
+                    }
+                    // Again, or gone: ids already seen, so updates and removals happen.
+                    2 if !seen.is_empty() => {
+                        let again = seen[usize::from(id.as_bytes()[19]) % seen.len()];
+                        table.insert(again, ());
+                        reference.insert(again, false);
+                    }
+                    _ if !seen.is_empty() => {
+                        let gone = seen[usize::from(id.as_bytes()[19]) % seen.len()];
+                        table.remove(&gone);
+                        reference.remove(&gone);
+                    }
+                    _ => {}
+                }
+                seen.push(id);
+                prop_assert_eq!(table.depth() + 1, reference.buckets.len());
+                for (i, bucket) in reference.buckets.iter().enumerate() {
+                    let got: Vec<PeerId> = table.bucket(i).iter().map(|e| e.id).collect();
+                    prop_assert_eq!(&got, bucket);
+                }
+                prop_assert_eq!(table.len(), reference.buckets.iter().map(Vec::len).sum::<usize>());
+            }
+        }
+
         #[test]
         fn closest_equals_brute_force(
             local in arb_id(),
