@@ -178,7 +178,8 @@ impl<V> KBucket<V> {
         let depth = self.depth();
         let start = self.range(depth).start;
         // The near bucket is the last: stably move its far half in front of its near half.
-        let (far, near): (SmallVec<[Entry<V>; 32]>, SmallVec<[Entry<V>; 32]>) = self
+        type Half<V> = SmallVec<[Entry<V>; 32]>;
+        let (far, near): (Half<V>, Half<V>) = self
             .entries
             .drain(start..)
             .partition(|e| e.id.bit(depth) != self.local.bit(depth));
