@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use smallvec::SmallVec;
 
-use crate::compact::{CompactMap, CompactSet, reserve_one, shrink_slack};
+use crate::compact::{CompactMap, CompactSet};
 use crate::config::{Config, Forwarding, LinkSelection, Routing};
 use crate::conn::{ConnId, ConnState, Connection, Link, Pending, Role, Transport};
 use crate::discovery::{Candidates, LOOKUP_STEPS, Lookup, Lookups, random_id_in_bucket};
@@ -269,19 +269,19 @@ impl BucketSet {
 
 /// Yields ids nearest to `to` first, one linear scan per item: no work for the items never
 /// asked for, and no allocation.
-struct NearestFirst<'a> {
-    ids: &'a [PeerId],
+struct NearestFirst<I> {
+    ids: I,
     to: PeerId,
     /// Distance of the last id yielded; distances to distinct ids are distinct.
     after: Option<Distance>,
 }
 
-impl Iterator for NearestFirst<'_> {
+impl<'a, I: Iterator<Item = &'a PeerId> + Clone> Iterator for NearestFirst<I> {
     type Item = PeerId;
 
     fn next(&mut self) -> Option<PeerId> {
         let mut best: Option<(Distance, PeerId)> = None;
-        for id in self.ids {
+        for id in self.ids.clone() {
             let d = id.distance(&self.to);
             if self.after.is_some_and(|after| d <= after) {
                 continue;
@@ -423,8 +423,6 @@ pub struct Node {
     /// pays O(n) per insert.
     conns: CompactMap<ConnId, Connection>,
     links: CompactMap<PeerId, Link>,
-    /// Routable link ids, contiguous for the per-message nearest-link scan.
-    route_ids: Vec<PeerId>,
     /// Connections in [`ConnState::Retiring`], by peer: still good for messages to that
     /// very peer (at most `max_connections`).
     retiring: Vec<(PeerId, ConnId)>,
@@ -473,7 +471,6 @@ impl Node {
             next_conn: ConnId::FIRST,
             conns: CompactMap::new(),
             links: CompactMap::new(),
-            route_ids: Vec::new(),
             retiring: Vec::new(),
             link_buckets: BucketSet::default(),
             table: KBucket::new(id, config.k),
@@ -884,8 +881,9 @@ impl Node {
             Routing::AllLinks => {
                 // Usually only the nearest one or two are looked at: select lazily rather
                 // than sorting every link per message.
+                // Every link is routable here.
                 let closest = NearestFirst {
-                    ids: &self.route_ids,
+                    ids: self.links.keys(),
                     to: *to,
                     after: None,
                 };
@@ -1155,8 +1153,6 @@ impl Node {
         self.link_buckets.insert(bucket);
         self.lookups.bucket_covered(bucket);
         if routable {
-            reserve_one(&mut self.route_ids);
-            self.route_ids.push(peer);
             self.flush_queue();
         }
         let _ = self.originate(peer, &OutgoingPayload::FindPeers(self.id));
@@ -1284,8 +1280,6 @@ impl Node {
             return;
         }
         let link = self.links.remove(&peer).unwrap_or_else(|| unreachable!());
-        self.route_ids.retain(|id| *id != peer);
-        shrink_slack(&mut self.route_ids);
         let bucket = self.id.common_prefix_len(&peer);
         if !self
             .links
@@ -1753,7 +1747,6 @@ impl Node {
             self.emit(Event::PeerDisconnected { peer });
         }
         self.links.clear();
-        self.route_ids.clear();
         self.retiring.clear();
         self.link_buckets = BucketSet::default();
         self.table = KBucket::new(self.id, self.config.k);
