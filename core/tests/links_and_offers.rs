@@ -289,3 +289,48 @@ fn a_declined_offer_fails_the_connect() {
     assert!(failed);
     assert_eq!(node.stats().connects_failed, 1);
 }
+
+/// Ten peers that all differ from `own` in the first bit: one bucket, bucket 0.
+fn ten_in_bucket_zero(own: &PeerId) -> Vec<PeerId> {
+    (1..=10u8)
+        .map(|last| {
+            let mut bytes = *own.as_bytes();
+            bytes[0] ^= 0x80;
+            bytes[19] ^= last;
+            PeerId::from_bytes(bytes)
+        })
+        .collect()
+}
+
+#[test]
+fn the_candidate_table_keeps_candidate_k_peers_per_bucket() {
+    let kept = |candidate_k: usize| {
+        let informant = id(0x01);
+        let (mut node, conns) = node_linked_to(
+            Config {
+                candidate_k,
+                ..config()
+            },
+            &[informant],
+        );
+        let own = node.id();
+        let listed = ten_in_bucket_zero(&own);
+        let ids: Vec<String> = listed.iter().map(|p| format!("\"{p}\"")).collect();
+        let frame = format!(
+            r#"{{"to":"{own}","from":"{informant}","path":["{informant}"],"nonce":"n9","data":{{"type":"foundPeers","data":[{}]}}}}"#,
+            ids.join(",")
+        );
+        node.handle_input(
+            Time::ZERO,
+            Input::Frame {
+                conn: conns[0],
+                frame: frame.as_bytes(),
+            },
+        );
+        while node.poll_output().is_some() {}
+        node.candidates().filter(|c| listed.contains(c)).count()
+    };
+    // The routing table's `k` is 20 in both: only `candidate_k` bounds the candidates.
+    assert_eq!(kept(20), 10);
+    assert_eq!(kept(4), 4);
+}
