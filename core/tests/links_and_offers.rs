@@ -305,7 +305,12 @@ fn ten_in_bucket_zero(own: &PeerId) -> Vec<PeerId> {
 #[test]
 fn the_candidate_table_keeps_candidate_k_peers_per_bucket() {
     let kept = |candidate_k: usize| {
-        let informant = id(0x01);
+        // The informant shares the first bit with the node (the same seed gives the same
+        // id), so it is no candidate in bucket 0 itself.
+        let own = Node::with_seed(config(), 7, Time::ZERO).unwrap().id();
+        let mut informant = *own.as_bytes();
+        informant[0] ^= 0x40;
+        let informant = PeerId::from_bytes(informant);
         let (mut node, conns) = node_linked_to(
             Config {
                 candidate_k,
@@ -313,7 +318,7 @@ fn the_candidate_table_keeps_candidate_k_peers_per_bucket() {
             },
             &[informant],
         );
-        let own = node.id();
+        assert_eq!(node.id(), own);
         let listed = ten_in_bucket_zero(&own);
         let ids: Vec<String> = listed.iter().map(|p| format!("\"{p}\"")).collect();
         let frame = format!(
