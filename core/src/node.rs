@@ -879,9 +879,8 @@ impl Node {
                 self.choose_hops(to, closest, preferred, on_path, concurrency)
             }
             Routing::AllLinks => {
-                // Usually only the nearest one or two are looked at: select lazily rather
-                // than sorting every link per message.
-                // Every link is routable here.
+                // Every link is routable here. Usually only the nearest one or two are
+                // looked at: select lazily rather than sorting every link per message.
                 let closest = NearestFirst {
                     ids: self.links.keys(),
                     to: *to,
