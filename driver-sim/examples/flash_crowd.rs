@@ -1,0 +1,102 @@
+//! How a network that starts all at once recovers: delivery, and the link graph's connected
+//! components, at intervals after the last join.
+//!
+//! The whole population joins at RATE per second (3,000 by default: 3,000 peers within one
+//! second), through 10% servers with random bootstrap, seed SEED. At 15, 30, 45, 60, 90 and
+//! 120 s after the last join it counts the link graph's components and starts 2,000
+//! random-pair messages at 1,000 per second; it prints, per mark, the components and the
+//! share of those messages that arrived.
+//!
+//! ```text
+//! cargo run --release -p peer-relay-sim --example flash_crowd [-- PEERS [RATE [SEED]]]
+//! ```
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use peer_relay_core::PeerId;
+use peer_relay_sim::{Action, Sim, SimConfig, Traffic};
+
+const MARKS_S: [u64; 6] = [15, 30, 45, 60, 90, 120];
+
+/// Sizes of the link graph's connected components over running peers, largest first.
+fn components(sim: &Sim) -> Vec<usize> {
+    let peers = sim.peer_count();
+    let index: BTreeMap<PeerId, usize> = (0..peers)
+        .filter_map(|i| sim.id(i).map(|id| (id, i)))
+        .collect();
+    let mut seen = vec![false; peers];
+    let mut sizes = Vec::new();
+    for start in (0..peers).filter(|i| sim.node(*i).is_some()) {
+        if seen[start] {
+            continue;
+        }
+        seen[start] = true;
+        let (mut stack, mut size) = (vec![start], 0);
+        while let Some(peer) = stack.pop() {
+            size += 1;
+            let links = sim.node(peer).into_iter().flat_map(|node| node.links());
+            for next in links.filter_map(|(id, _)| index.get(id).copied()) {
+                if !std::mem::replace(&mut seen[next], true) {
+                    stack.push(next);
+                }
+            }
+        }
+        sizes.push(size);
+    }
+    sizes.sort_unstable_by(|a, b| b.cmp(a));
+    sizes
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let peers: usize = args
+        .next()
+        .map_or(3_000, |a| a.parse().expect("PEERS: a number"));
+    let rate: u32 = args
+        .next()
+        .map_or(3_000, |a| a.parse().expect("RATE: joins per second"));
+    let seed: u64 = args
+        .next()
+        .map_or(1, |a| a.parse().expect("SEED: a number"));
+    let config = SimConfig {
+        seed,
+        peers,
+        servers: peers / 10,
+        join_interval: Duration::from_secs(1) / rate.max(1),
+        ..SimConfig::default()
+    };
+    let mut sim = Sim::new(config.clone()).expect("a valid configuration");
+    let last_join = config.joins_end();
+    println!("{peers} peers joining at {rate}/s, seed {seed}");
+    for mark in MARKS_S {
+        let at = last_join + Duration::from_secs(mark);
+        sim.run_until(at);
+        let sizes = components(&sim);
+        sim.apply(Action::Traffic(Traffic {
+            messages: 2_000,
+            rate: 1_000.0,
+        }));
+        println!(
+            "+{mark:>3} s: {} component(s), largest {:?}",
+            sizes.len(),
+            &sizes[..sizes.len().min(4)]
+        );
+    }
+    sim.run_until(last_join + Duration::from_secs(MARKS_S[MARKS_S.len() - 1] + 10));
+    let mut line = String::new();
+    for mark in MARKS_S {
+        let from = last_join + Duration::from_secs(mark);
+        let to = from + Duration::from_secs(3);
+        let delivery = sim.delivery_where(|m| m.sent_at >= from && m.sent_at < to);
+        line += &format!("  +{mark} s: {:.1}%", 100.0 * delivery.rate());
+    }
+    println!("delivery of the messages sent at{line}");
+    println!(
+        "converged (every peer reached its link target) at {}",
+        sim.converged_at().map_or("never".to_owned(), |t| format!(
+            "{:.1} s",
+            t.as_millis() as f64 / 1e3
+        ))
+    );
+}
