@@ -37,6 +37,10 @@ const NONCE_RANGE: u64 = 1_000_000_000_000_000;
 /// Room for the envelope around a payload: ids, nonce and a full path.
 const ENVELOPE_OVERHEAD: usize = 128;
 
+/// A refresh's second question goes to a link in one of our deepest buckets: at most this
+/// many buckets shallower than our nearest link.
+const DEEP_REFRESH_BUCKETS: usize = 3;
+
 /// Whether `url` is a `ws://` or `wss://` url we are willing to dial or advertise.
 pub fn is_ws_url(url: &str) -> bool {
     let rest = url
@@ -920,6 +924,9 @@ impl Node {
         let ids = match self.config.link_selection {
             LinkSelection::NearestToSelf => self.candidates.nearest_reply(&asker, &target, n),
             LinkSelection::BucketDiverse { .. } => {
+                // As in Kademlia, whoever asks is a live peer worth knowing: peers near each
+                // other ask each other, and learn of one another this way too.
+                self.candidates.saw(asker);
                 let links = &self.links;
                 self.candidates
                     .diverse_reply(&asker, &target, n, |id| links.contains_key(id))
@@ -1904,27 +1911,45 @@ impl Node {
         }
     }
 
-    /// Periodic discovery: ask a link for peers and top up links from what we know.
+    /// Periodic discovery: ask three links for the peers nearest to us, look up buckets we
+    /// have no link in, and top up links from what we know.
     fn refresh(&mut self) {
         self.schedule_refresh();
         self.candidates.forget_stale_backoffs(self.now);
         if self.links.is_empty() {
             return;
         }
-        // A self-lookup: our nearest link knows our neighbourhood best (a newcomer closer to us
-        // than our near links is found this way); a random link adds a sample from elsewhere.
+        // Three questions for the peers nearest to us. Our nearest link knows our
+        // neighbourhood best (a newcomer closer to us than our near links is found this way).
+        // A link in one of our deepest few buckets knows it from a step further out: the
+        // nearest links are often peers whose bucket we alone cover, who so learn of no one
+        // else there (in a network that started all at once, neighbourhoods formed without
+        // some of their members). A random link adds a sample from elsewhere.
         let nearest = self
             .links
             .keys()
             .min_by_key(|p| self.id.distance(p))
             .copied();
+        let deepest = nearest.map_or(0, |n| self.id.common_prefix_len(&n));
+        let deep: SmallVec<[PeerId; 8]> = self
+            .links
+            .keys()
+            .filter(|p| {
+                Some(**p) != nearest
+                    && self.id.common_prefix_len(p) + DEEP_REFRESH_BUCKETS >= deepest
+            })
+            .copied()
+            .collect();
+        let deep =
+            (!deep.is_empty()).then(|| deep[(self.rng.next_u64() % deep.len() as u64) as usize]);
         let index = (self.rng.next_u64() % self.links.len() as u64) as usize;
         let random = self.links.keys().nth(index).copied();
-        for peer in [nearest, random.filter(|r| Some(*r) != nearest)]
-            .into_iter()
-            .flatten()
-        {
-            let _ = self.originate(peer, &OutgoingPayload::FindPeers(self.id));
+        let mut asked: SmallVec<[PeerId; 3]> = SmallVec::new();
+        for peer in [nearest, deep, random].into_iter().flatten() {
+            if !asked.contains(&peer) {
+                asked.push(peer);
+                let _ = self.originate(peer, &OutgoingPayload::FindPeers(self.id));
+            }
         }
         self.populate();
         self.start_lookups();

@@ -194,7 +194,8 @@ fn idle_frames_per_peer_second(config: SimConfig) -> f64 {
 
 /// Buckets deeper than about log2 n are empty; looking them up at every refresh was most of
 /// an idle network's traffic. Fruitless lookups back off, and what is left is the refresh's
-/// two `findPeers` to links (and their replies) every 15 s, about 0.27 frames per second.
+/// three `findPeers` to links (and their replies) every 15 s, about 0.41 frames per second
+/// (0.27 with two, before the question to a link in our deepest buckets).
 #[test]
 fn an_idle_network_stops_looking_up_empty_buckets() {
     let quiet = idle_frames_per_peer_second(network(13, 1_000));
@@ -203,7 +204,7 @@ fn an_idle_network_stops_looking_up_empty_buckets() {
     let every_refresh = idle_frames_per_peer_second(every_refresh);
     eprintln!("idle frames per peer-second: {quiet:.3} with backoff, {every_refresh:.3} without");
     assert!(
-        quiet < 0.35,
+        quiet < 0.45,
         "idle traffic {quiet:.3} frames per peer-second"
     );
     assert!(
