@@ -6,6 +6,9 @@
 //! that named it knows it, while greedy routing towards a peer that joined a moment ago
 //! usually ends where nobody is linked to it yet.
 
+mod by_hand;
+
+use by_hand::{accept_links, in_bucket};
 use peer_relay_core::{Config, ConnId, Input, LinkSelection, Node, Output, PeerId, Time, wire};
 
 fn id(first: u8) -> PeerId {
@@ -17,20 +20,7 @@ fn id(first: u8) -> PeerId {
 /// A node with inbound links from `peers`, its outputs drained.
 fn node_linked_to(config: Config, peers: &[PeerId]) -> (Node, Vec<ConnId>) {
     let mut node = Node::with_seed(config, 7, Time::ZERO).unwrap();
-    let mut conns = Vec::new();
-    for peer in peers {
-        let conn = node.accept(Time::ZERO).unwrap();
-        let hello = wire::encode_id_handshake(peer);
-        node.handle_input(
-            Time::ZERO,
-            Input::Frame {
-                conn,
-                frame: hello.as_bytes(),
-            },
-        );
-        conns.push(conn);
-    }
-    while node.poll_output().is_some() {}
+    let conns = accept_links(&mut node, peers);
     (node, conns)
 }
 
@@ -158,17 +148,6 @@ fn a_shed_link_keeps_delivering_until_its_grace_ends() {
         closed,
         vec![(conn, peer_relay_core::CloseReason::LinkBudget)]
     );
-}
-
-/// A peer whose id shares exactly `bucket` leading bits with `own` (`bucket` < 152), told
-/// apart from others in the bucket by `salt`.
-fn in_bucket(own: &PeerId, bucket: usize, salt: u8) -> PeerId {
-    let mut bytes = *own.as_bytes();
-    bytes[bucket / 8] ^= 0x80 >> (bucket % 8);
-    bytes[19] ^= salt;
-    let peer = PeerId::from_bytes(bytes);
-    assert_eq!(own.common_prefix_len(&peer), bucket);
-    peer
 }
 
 /// Delivers a `handshake-offer` from `offerer`, relayed by the peer on `conn`, and returns

@@ -8,37 +8,17 @@
 
 use std::time::Duration;
 
-use peer_relay_core::{Config, ConnId, Input, Node, Output, PeerId, Time, wire};
+mod by_hand;
+
+use by_hand::{accept_links, in_bucket};
+use peer_relay_core::{Config, ConnId, Input, Node, Output, PeerId, Time};
 
 /// A node with inbound links from the peers `peers` names (given our id), outputs drained.
 fn node_linked_to(config: Config, peers: impl Fn(&PeerId) -> Vec<PeerId>) -> (Node, Vec<ConnId>) {
     let mut node = Node::with_seed(config, 11, Time::ZERO).unwrap();
-    let mut conns = Vec::new();
-    for peer in peers(&node.id()) {
-        let conn = node.accept(Time::ZERO).unwrap();
-        let hello = wire::encode_id_handshake(&peer);
-        node.handle_input(
-            Time::ZERO,
-            Input::Frame {
-                conn,
-                frame: hello.as_bytes(),
-            },
-        );
-        conns.push(conn);
-    }
-    while node.poll_output().is_some() {}
+    let linked = peers(&node.id());
+    let conns = accept_links(&mut node, &linked);
     (node, conns)
-}
-
-/// A peer whose id shares exactly `bucket` leading bits with `own` (`bucket` < 152), told
-/// apart from others in the bucket by `salt`.
-fn in_bucket(own: &PeerId, bucket: usize, salt: u8) -> PeerId {
-    let mut bytes = *own.as_bytes();
-    bytes[bucket / 8] ^= 0x80 >> (bucket % 8);
-    bytes[19] ^= salt;
-    let peer = PeerId::from_bytes(bytes);
-    assert_eq!(own.common_prefix_len(&peer), bucket);
-    peer
 }
 
 /// Feeds the node a frame from `from`, relayed by the link on `conn`.

@@ -1,0 +1,34 @@
+//! Helpers for tests that drive a single `Node` by hand.
+
+use peer_relay_core::{ConnId, Input, Node, PeerId, Time, wire};
+
+/// Gives `node` inbound links from `peers` (each connection accepted and identified by its
+/// id handshake) and drains its outputs.
+pub fn accept_links(node: &mut Node, peers: &[PeerId]) -> Vec<ConnId> {
+    let mut conns = Vec::new();
+    for peer in peers {
+        let conn = node.accept(Time::ZERO).unwrap();
+        let hello = wire::encode_id_handshake(peer);
+        node.handle_input(
+            Time::ZERO,
+            Input::Frame {
+                conn,
+                frame: hello.as_bytes(),
+            },
+        );
+        conns.push(conn);
+    }
+    while node.poll_output().is_some() {}
+    conns
+}
+
+/// A peer whose id shares exactly `bucket` leading bits with `own` (`bucket` < 152), told
+/// apart from others in the bucket by `salt`.
+pub fn in_bucket(own: &PeerId, bucket: usize, salt: u8) -> PeerId {
+    let mut bytes = *own.as_bytes();
+    bytes[bucket / 8] ^= 0x80 >> (bucket % 8);
+    bytes[19] ^= salt;
+    let peer = PeerId::from_bytes(bytes);
+    assert_eq!(own.common_prefix_len(&peer), bucket);
+    peer
+}
