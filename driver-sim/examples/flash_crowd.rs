@@ -4,8 +4,13 @@
 //! The whole population joins at RATE per second (3,000 by default: 3,000 peers within one
 //! second), through 10% servers with random bootstrap, seed SEED. At 15, 30, 45, 60, 90 and
 //! 120 s after the last join it counts the link graph's components and starts 2,000
-//! random-pair messages at 1,000 per second; it prints, per mark, the components and the
-//! share of those messages that arrived.
+//! random-pair messages at 1,000 per second; it prints, per mark, the components, the
+//! "worlds" (below) and the share of those messages that arrived.
+//!
+//! A world is the set of peers that greedy routing over the links reaches from one peer
+//! (the first to join, then the first peer that one does not reach): a network can be one
+//! connected link graph and still be two worlds, each routing within itself, whose peers
+//! do not know the other world's peers near them.
 //!
 //! ```text
 //! cargo run --release -p peer-relay-sim --example flash_crowd [-- PEERS [RATE [SEED]]]
@@ -48,6 +53,55 @@ fn components(sim: &Sim) -> Vec<usize> {
     sizes
 }
 
+/// The running peers that greedy routing over the link graph reaches from `from` (each hop
+/// to the link nearest the target, while it is nearer than the current peer), as the
+/// default strategy forwards.
+fn greedy_reach(sim: &Sim, index: &BTreeMap<PeerId, usize>, from: usize) -> Vec<bool> {
+    let peers = sim.peer_count();
+    let mut reached = vec![false; peers];
+    for to in (0..peers).filter(|i| sim.node(*i).is_some()) {
+        let Some(target) = sim.id(to) else { continue };
+        let mut at = from;
+        reached[to] = loop {
+            if at == to {
+                break true;
+            }
+            let (Some(node), Some(here)) = (sim.node(at), sim.id(at)) else {
+                break false;
+            };
+            let next = node
+                .links()
+                .map(|(id, _)| *id)
+                .min_by_key(|id| id.distance(&target));
+            match next.and_then(|id| index.get(&id).map(|i| (id, *i))) {
+                Some((id, i)) if id.distance(&target) < here.distance(&target) => at = i,
+                _ => break false,
+            }
+        };
+    }
+    reached
+}
+
+/// Sizes of the first two worlds: the peers greedy routing reaches from the first running
+/// peer, and those it reaches from the first peer outside that (0 if there is none).
+fn worlds(sim: &Sim) -> (usize, usize) {
+    let index: BTreeMap<PeerId, usize> = (0..sim.peer_count())
+        .filter_map(|i| sim.id(i).map(|id| (id, i)))
+        .collect();
+    let Some(first) = (0..sim.peer_count()).find(|i| sim.node(*i).is_some()) else {
+        return (0, 0);
+    };
+    let from_first = greedy_reach(sim, &index, first);
+    let outside = (0..sim.peer_count()).find(|i| sim.node(*i).is_some() && !from_first[*i]);
+    let second = outside.map_or(0, |o| {
+        let from_outside = greedy_reach(sim, &index, o);
+        (0..sim.peer_count())
+            .filter(|i| from_outside[*i] && !from_first[*i])
+            .count()
+    });
+    (from_first.iter().filter(|r| **r).count(), second)
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let peers: usize = args
@@ -73,12 +127,14 @@ fn main() {
         let at = last_join + Duration::from_secs(mark);
         sim.run_until(at);
         let sizes = components(&sim);
+        let (world, second) = worlds(&sim);
         sim.apply(Action::Traffic(Traffic {
             messages: 2_000,
             rate: 1_000.0,
         }));
         println!(
-            "+{mark:>3} s: {} component(s), largest {:?}",
+            "+{mark:>3} s: {} component(s), largest {:?}; worlds: {world} reached from the first \
+             peer, {second} more from the first it misses",
             sizes.len(),
             &sizes[..sizes.len().min(4)]
         );
