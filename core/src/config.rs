@@ -153,6 +153,10 @@ pub struct Config {
     pub bootstrap_backoff_initial: Duration,
     /// Longest delay between bootstrap dial attempts.
     pub bootstrap_backoff_max: Duration,
+    /// For this long after its first bootstrap url is given, a node without a link refuses
+    /// incoming WebSockets ([`Error::Joining`](crate::Error::Joining)); zero accepts them at
+    /// once, as the original does.
+    pub join_hold: Duration,
     /// Interval of the discovery refresh (asking for peers to fill empty buckets and top up
     /// links). `None` disables it, as in the original.
     pub refresh_interval: Option<Duration>,
@@ -201,6 +205,7 @@ impl Default for Config {
             max_bootstrap_urls: 16,
             bootstrap_backoff_initial: Duration::from_millis(500),
             bootstrap_backoff_max: Duration::from_secs(30),
+            join_hold: Duration::from_secs(5),
             refresh_interval: Some(Duration::from_secs(15)),
             max_lookups: 8,
             lookup_retry_max: Duration::from_secs(240),
@@ -221,6 +226,7 @@ impl Config {
             max_links: 1 << 20,
             decline_redundant_offers: false,
             max_connections: 1 << 20,
+            join_hold: Duration::ZERO,
             refresh_interval: None,
             ..Config::default()
         }

@@ -25,6 +25,9 @@ pub enum Error {
     TooManyPending,
     /// `max_connections` connections already exist.
     TooManyConnections,
+    /// Still joining (no link yet, within `Config::join_hold` of bootstrapping): an incoming
+    /// connection is refused, so its peer joins through someone already in the network.
+    Joining,
     /// `max_bootstrap_urls` bootstrap urls are already registered.
     TooManyBootstrapUrls,
     /// The configuration is inconsistent.
@@ -43,6 +46,7 @@ impl fmt::Display for Error {
             Error::QueueFull => f.write_str("no link yet and the pre-link queue is full"),
             Error::TooManyPending => f.write_str("too many connect attempts in flight"),
             Error::TooManyConnections => f.write_str("connection limit reached"),
+            Error::Joining => f.write_str("still joining the network"),
             Error::TooManyBootstrapUrls => f.write_str("bootstrap url limit reached"),
             Error::InvalidConfig(why) => write!(f, "invalid config: {why}"),
         }

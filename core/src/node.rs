@@ -308,6 +308,8 @@ enum Timer {
     Retire(ConnId),
     Bootstrap(usize),
     Refresh,
+    /// `Config::join_hold` is over.
+    JoinHoldEnds,
 }
 
 /// Most bootstrap urls whatever `Config::max_bootstrap_urls` says: connections name theirs
@@ -441,6 +443,8 @@ pub struct Node {
     preferred: PreferredPaths,
     queue: VecDeque<Queued>,
     bootstrap: Vec<Bootstrap>,
+    /// Until when incoming WebSockets are refused while we have no link (`Config::join_hold`).
+    join_hold_until: Time,
     timers: CompactSet<(Time, Timer)>,
     refresh_at: Option<Time>,
     outputs: VecDeque<Output>,
@@ -490,6 +494,7 @@ impl Node {
             preferred,
             queue: VecDeque::new(),
             bootstrap: Vec::new(),
+            join_hold_until: Time::ZERO,
             timers: CompactSet::new(),
             refresh_at: None,
             outputs: VecDeque::new(),
@@ -612,6 +617,10 @@ impl Node {
         if self.conns.len() >= self.config.max_connections {
             self.stats.connections_refused += 1;
             return Err(Error::TooManyConnections);
+        }
+        if self.links.is_empty() && self.now < self.join_hold_until {
+            self.stats.connections_refused += 1;
+            return Err(Error::Joining);
         }
         let state = ConnState::Dialing { connect: None };
         let conn = self.new_conn(Transport::WebSocket, state, false, None);
@@ -1724,6 +1733,10 @@ impl Node {
         if self.bootstrap.len() >= self.config.max_bootstrap_urls.min(BOOTSTRAP_URLS_MAX) {
             return Err(Error::TooManyBootstrapUrls);
         }
+        if self.bootstrap.is_empty() && self.links.is_empty() && !self.config.join_hold.is_zero() {
+            self.join_hold_until = self.now + self.config.join_hold;
+            self.arm(self.join_hold_until, Timer::JoinHoldEnds);
+        }
         self.bootstrap.push(Bootstrap {
             url: url.to_owned(),
             state: BootState::Idle,
@@ -1811,6 +1824,21 @@ impl Node {
         });
     }
 
+    /// The end of `Config::join_hold` without a link: dial at once the bootstrap urls that
+    /// are waiting for a retry. Two peers bootstrapping through each other refused each
+    /// other while both held; both stop holding now, and their retries cross.
+    fn join_hold_ends(&mut self) {
+        if !self.links.is_empty() {
+            return;
+        }
+        for index in 0..self.bootstrap.len() {
+            if let BootState::Waiting(at) = self.bootstrap[index].state {
+                self.timers.remove(&(at, Timer::Bootstrap(index)));
+                self.dial_bootstrap(index);
+            }
+        }
+    }
+
     /// After losing every link, dial the bootstrap urls again (after a short delay, so a
     /// peer that keeps refusing us is not hammered).
     fn redial_bootstrap(&mut self) {
@@ -1877,6 +1905,7 @@ impl Node {
                     }
                 }
                 Timer::Refresh => self.refresh(),
+                Timer::JoinHoldEnds => self.join_hold_ends(),
             }
         }
     }

@@ -274,9 +274,13 @@ fn duplicate_links_collapse_to_one() {
     let mut net = Net::new();
     let a = net.add(line_config(), 1, true);
     let b = net.add(line_config(), 2, true);
-    // Both dial each other at once.
+    // Both dial each other at once. Both are joining, so each refuses the other until its
+    // `join_hold` ends; then both dial again at once.
     net.bootstrap(a, b);
     net.bootstrap(b, a);
+    let hold = line_config().join_hold;
+    net.run_for(hold - Duration::from_millis(100));
+    assert_eq!(net.link_count(a), 0, "refused while both hold");
     net.run_for(secs(1));
     assert_eq!(net.link_count(a), 1);
     assert_eq!(net.link_count(b), 1);

@@ -1551,7 +1551,7 @@ impl Sim {
             None
         };
         let Some(Ok(server_conn)) = accepted else {
-            // Refused: no server process, or `TooManyConnections`.
+            // Refused: no server process, `TooManyConnections` or `Joining`.
             self.queue.push(reply, Ev::Closed(client));
             return;
         };
