@@ -16,7 +16,7 @@ use crate::time::Time;
 /// bucket drops its least recently seen contact instead, so the table ages out dead peers.
 ///
 /// The table holds bare ids (20 bytes each: it is most of an idle node's memory); the few
-/// peers with a retry time are in [`Backoffs`].
+/// peers with a retry time are in `Backoffs`.
 #[derive(Debug, Clone)]
 pub struct Candidates {
     table: KBucket<()>,

@@ -119,7 +119,7 @@ impl std::hash::Hash for NonceKey {
 type HashedSet = HashSet<NonceKey, BuildHasherDefault<PassThrough>>;
 
 /// Nonces seen recently, bounded by count and by age, stored as 48-bit keyed hashes
-/// ([`NonceKey`]): 7 bytes of table per nonce.
+/// (`NonceKey`): 7 bytes of table per nonce.
 #[derive(Debug, Clone)]
 pub struct SeenNonces {
     current: HashedSet,
