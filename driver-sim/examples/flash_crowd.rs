@@ -13,8 +13,11 @@
 //! do not know the other world's peers near them.
 //!
 //! ```text
-//! cargo run --release -p peer-relay-sim --example flash_crowd [-- PEERS [RATE [SEED]]]
+//! cargo run --release -p peer-relay-sim --example flash_crowd [-- PEERS [RATE [SEED [HOLD_MS]]]]
 //! ```
+//!
+//! HOLD_MS sets the peers' `Config::join_hold` (default 5,000); 0 shows the network as it
+//! formed before the hold existed: two worlds.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -113,7 +116,12 @@ fn main() {
     let seed: u64 = args
         .next()
         .map_or(1, |a| a.parse().expect("SEED: a number"));
+    let mut node = peer_relay_core::Config::default();
+    if let Some(ms) = args.next() {
+        node.join_hold = Duration::from_millis(ms.parse().expect("HOLD_MS: a number"));
+    }
     let config = SimConfig {
+        node,
         seed,
         peers,
         servers: peers / 10,
@@ -122,7 +130,10 @@ fn main() {
     };
     let mut sim = Sim::new(config.clone()).expect("a valid configuration");
     let last_join = config.joins_end();
-    println!("{peers} peers joining at {rate}/s, seed {seed}");
+    println!(
+        "{peers} peers joining at {rate}/s, seed {seed}, join_hold {} ms",
+        config.node.join_hold.as_millis()
+    );
     for mark in MARKS_S {
         let at = last_join + Duration::from_secs(mark);
         sim.run_until(at);
