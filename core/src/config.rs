@@ -154,9 +154,9 @@ pub struct Config {
     /// Longest delay between bootstrap dial attempts.
     pub bootstrap_backoff_max: Duration,
     /// For this long after its first bootstrap url is given, a node without a link refuses
-    /// incoming WebSockets ([`Error::Joining`]); when it ends without
-    /// a link, the bootstrap urls waiting for a retry are dialled at once. Zero accepts at
-    /// once, as the original does. A server not in the network yet knows no one but those
+    /// incoming WebSockets ([`Error::Joining`]); when it ends without a link, the bootstrap
+    /// urls waiting for a retry are dialled at once. Zero accepts at once, as the original
+    /// does. A server not in the network yet knows no one but those
     /// who join through it, and they grow into an overlay of their own: 3,000 peers started
     /// within a second formed two such *worlds*, each routing only within itself, for
     /// minutes. Two peers bootstrapping through each other at once link when it ends.

@@ -9,7 +9,7 @@
 mod by_hand;
 
 use by_hand::{accept_links, in_bucket};
-use peer_relay_core::{Config, ConnId, Input, LinkSelection, Node, Output, PeerId, Time, wire};
+use peer_relay_core::{Config, ConnId, Input, LinkSelection, Node, Output, PeerId, Time};
 
 fn id(first: u8) -> PeerId {
     let mut bytes = [0u8; 20];
@@ -88,16 +88,7 @@ fn a_shed_link_keeps_delivering_until_its_grace_ends() {
     let mut conns = Vec::new();
     let mut shed = None;
     for peer in &peers {
-        let conn = node.accept(Time::ZERO).unwrap();
-        let hello = wire::encode_id_handshake(peer);
-        node.handle_input(
-            Time::ZERO,
-            Input::Frame {
-                conn,
-                frame: hello.as_bytes(),
-            },
-        );
-        conns.push(conn);
+        conns.push(by_hand::accept_link(&mut node, peer));
         while let Some(output) = node.poll_output() {
             match output {
                 Output::Event(peer_relay_core::Event::PeerDisconnected { peer }) => {

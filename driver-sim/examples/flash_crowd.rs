@@ -27,12 +27,16 @@ use peer_relay_sim::{Action, Sim, SimConfig, Traffic};
 
 const MARKS_S: [u64; 6] = [15, 30, 45, 60, 90, 120];
 
-/// Sizes of the link graph's connected components over running peers, largest first.
-fn components(sim: &Sim) -> Vec<usize> {
-    let peers = sim.peer_count();
-    let index: BTreeMap<PeerId, usize> = (0..peers)
+/// Every peer's index, by id.
+fn peer_index(sim: &Sim) -> BTreeMap<PeerId, usize> {
+    (0..sim.peer_count())
         .filter_map(|i| sim.id(i).map(|id| (id, i)))
-        .collect();
+        .collect()
+}
+
+/// Sizes of the link graph's connected components over running peers, largest first.
+fn components(sim: &Sim, index: &BTreeMap<PeerId, usize>) -> Vec<usize> {
+    let peers = sim.peer_count();
     let mut seen = vec![false; peers];
     let mut sizes = Vec::new();
     for start in (0..peers).filter(|i| sim.node(*i).is_some()) {
@@ -87,17 +91,14 @@ fn greedy_reach(sim: &Sim, index: &BTreeMap<PeerId, usize>, from: usize) -> Vec<
 
 /// Sizes of the first two worlds: the peers greedy routing reaches from the first running
 /// peer, and those it reaches from the first peer outside that (0 if there is none).
-fn worlds(sim: &Sim) -> (usize, usize) {
-    let index: BTreeMap<PeerId, usize> = (0..sim.peer_count())
-        .filter_map(|i| sim.id(i).map(|id| (id, i)))
-        .collect();
+fn worlds(sim: &Sim, index: &BTreeMap<PeerId, usize>) -> (usize, usize) {
     let Some(first) = (0..sim.peer_count()).find(|i| sim.node(*i).is_some()) else {
         return (0, 0);
     };
-    let from_first = greedy_reach(sim, &index, first);
+    let from_first = greedy_reach(sim, index, first);
     let outside = (0..sim.peer_count()).find(|i| sim.node(*i).is_some() && !from_first[*i]);
     let second = outside.map_or(0, |o| {
-        let from_outside = greedy_reach(sim, &index, o);
+        let from_outside = greedy_reach(sim, index, o);
         (0..sim.peer_count())
             .filter(|i| from_outside[*i] && !from_first[*i])
             .count()
@@ -137,8 +138,9 @@ fn main() {
     for mark in MARKS_S {
         let at = last_join + Duration::from_secs(mark);
         sim.run_until(at);
-        let sizes = components(&sim);
-        let (world, second) = worlds(&sim);
+        let index = peer_index(&sim);
+        let sizes = components(&sim, &index);
+        let (world, second) = worlds(&sim, &index);
         sim.apply(Action::Traffic(Traffic {
             messages: 2_000,
             rate: 1_000.0,

@@ -5,21 +5,24 @@ use peer_relay_core::{ConnId, Input, Node, PeerId, Time, wire};
 /// Gives `node` inbound links from `peers` (each connection accepted and identified by its
 /// id handshake) and drains its outputs.
 pub fn accept_links(node: &mut Node, peers: &[PeerId]) -> Vec<ConnId> {
-    let mut conns = Vec::new();
-    for peer in peers {
-        let conn = node.accept(Time::ZERO).unwrap();
-        let hello = wire::encode_id_handshake(peer);
-        node.handle_input(
-            Time::ZERO,
-            Input::Frame {
-                conn,
-                frame: hello.as_bytes(),
-            },
-        );
-        conns.push(conn);
-    }
+    let conns = peers.iter().map(|peer| accept_link(node, peer)).collect();
     while node.poll_output().is_some() {}
     conns
+}
+
+/// Gives `node` an inbound link from `peer` (accepted, then identified by its id handshake),
+/// leaving the outputs to the caller.
+pub fn accept_link(node: &mut Node, peer: &PeerId) -> ConnId {
+    let conn = node.accept(Time::ZERO).unwrap();
+    let hello = wire::encode_id_handshake(peer);
+    node.handle_input(
+        Time::ZERO,
+        Input::Frame {
+            conn,
+            frame: hello.as_bytes(),
+        },
+    );
+    conn
 }
 
 /// A peer whose id shares exactly `bucket` leading bits with `own` (`bucket` < 152), told
