@@ -171,7 +171,22 @@ pub struct Config {
     /// at every refresh, as before). Buckets deeper than about log2 n are empty in any
     /// network; looking them up every 15 s was three quarters of an idle node's frames.
     pub lookup_retry_max: Duration,
+    /// A link we have heard nothing from (no frame, no transport pong or ping) for this long
+    /// is probed: [`Output::Probe`](crate::Output::Probe) asks the driver for a WebSocket
+    /// ping, or for the WebRTC stack's word that ICE still holds. Probes repeat every half
+    /// of the shorter of this and `keepalive_timeout` while the silence lasts. `None` never
+    /// probes or closes a silent link, as in the original; a peer that vanished without a
+    /// close (power lost, network gone, process frozen) then stays a link, and a black hole
+    /// for what is routed over it, until its transport gives up.
+    pub keepalive_interval: Option<Duration>,
+    /// A link still silent this long after `keepalive_interval` is closed as
+    /// [`Unresponsive`](crate::CloseReason::Unresponsive). A dead link is closed between
+    /// `keepalive_interval + keepalive_timeout` and that plus the probe period.
+    pub keepalive_timeout: Duration,
 }
+
+/// Longest `keepalive_interval + keepalive_timeout`.
+const KEEPALIVE_WINDOW_MAX: Duration = Duration::from_secs(86_400);
 
 impl Default for Config {
     fn default() -> Self {
@@ -213,6 +228,8 @@ impl Default for Config {
             refresh_interval: Some(Duration::from_secs(15)),
             max_lookups: 8,
             lookup_retry_max: Duration::from_secs(240),
+            keepalive_interval: Some(Duration::from_secs(30)),
+            keepalive_timeout: Duration::from_secs(20),
         }
     }
 }
@@ -232,6 +249,7 @@ impl Config {
             max_connections: 1 << 20,
             join_hold: Duration::ZERO,
             refresh_interval: None,
+            keepalive_interval: None,
             ..Config::default()
         }
     }
@@ -280,6 +298,16 @@ impl Config {
         }
         if self.refresh_interval.is_some_and(|d| d.is_zero()) {
             return fail("refresh_interval must be positive");
+        }
+        // Silence is measured in wrapping 32-bit milliseconds: the whole window must fit.
+        if let Some(interval) = self.keepalive_interval {
+            let window = interval.saturating_add(self.keepalive_timeout);
+            if interval.is_zero() || self.keepalive_timeout.is_zero() {
+                return fail("keepalive_interval and keepalive_timeout must be positive");
+            }
+            if window > KEEPALIVE_WINDOW_MAX {
+                return fail("keepalive_interval + keepalive_timeout must be at most a day");
+            }
         }
         Ok(())
     }
@@ -334,6 +362,18 @@ mod tests {
             },
             Config {
                 connect_backoffs_max: 1,
+                ..Config::default()
+            },
+            Config {
+                keepalive_interval: Some(Duration::ZERO),
+                ..Config::default()
+            },
+            Config {
+                keepalive_timeout: Duration::ZERO,
+                ..Config::default()
+            },
+            Config {
+                keepalive_interval: Some(Duration::from_secs(86_400)),
                 ..Config::default()
             },
         ];

@@ -84,8 +84,11 @@ pub(crate) enum ConnState {
         #[expect(clippy::box_collection, reason = "a thin pointer, for size")]
         fallback_ws: Option<Box<String>>,
     },
-    /// A link to `peer` (maybe a spare one; see [`Link`]).
-    Established { peer: PeerId },
+    /// A link to `peer` (maybe a spare one; see [`Link`]). `heard` is when we last heard
+    /// from it (a frame, or the transport's ping or pong), in wrapping milliseconds
+    /// ([`heard_stamp`]): silence is checked against `Config::keepalive_interval` long before
+    /// the stamp wraps (49 days).
+    Established { peer: PeerId, heard: u32 },
     /// A connection we gave up (a shed link, a duplicate): no longer ours to send on, but
     /// frames from `peer` are still taken until it closes after `Config::shed_grace`, with
     /// `reason`.
@@ -94,6 +97,12 @@ pub(crate) enum ConnState {
         reason: crate::CloseReason,
         until: Time,
     },
+}
+
+/// `now` as a wrapping millisecond stamp; `stamp(now) - stamp(then)` (wrapping) is the
+/// time between, for spans under 49 days.
+pub(crate) fn heard_stamp(now: Time) -> u32 {
+    now.as_millis() as u32
 }
 
 /// One connection.

@@ -204,6 +204,8 @@ pub enum Op {
     Message(u8, FuzzEnvelope),
     /// A local WebRTC signal from the driver.
     LocalSignal(u8, String),
+    /// The transport showed a connection alive (a pong).
+    Alive(u8),
     /// Let time pass and fire due timers.
     Advance(u16),
     /// `connect`.
@@ -359,6 +361,11 @@ impl Harness {
                         .handle_input(now, Input::LocalSignal { conn, signal });
                 }
             }
+            Op::Alive(c) => {
+                if let Some(conn) = self.conn(*c) {
+                    self.node.handle_input(now, Input::Alive { conn });
+                }
+            }
             Op::Advance(millis) => {
                 self.now += Duration::from_millis(u64::from(*millis) * 8);
                 while self.node.poll_timeout().is_some_and(|t| t <= self.now) {
@@ -512,6 +519,9 @@ impl Harness {
                 Output::Close { conn, .. } => {
                     self.closed.insert(conn);
                 }
+                Output::Probe { conn } => {
+                    assert!(!self.closed.contains(&conn), "probe on closed {conn:?}");
+                }
                 Output::Event(Event::Message { data, path_len, .. }) => {
                     assert!(path_len >= 1 && path_len <= self.config.max_hops);
                     let _: serde_json::Value =
@@ -553,8 +563,9 @@ pub fn check_sizes(node: &Node) {
     assert!(s.backoffs <= c.connect_backoffs_max, "backoffs {s:?}");
     assert!(s.table <= s.links, "table {s:?}");
     // Every armed timer belongs to something that exists: at most one per connection, one
-    // per pending connect, one per bootstrap url, plus the refresh timer.
-    let bound = s.connections + s.pending + c.max_bootstrap_urls + 1;
+    // per pending connect, one per bootstrap url, plus the refresh, join-hold and keepalive
+    // timers.
+    let bound = s.connections + s.pending + c.max_bootstrap_urls + 3;
     assert!(s.timers <= bound, "timers {s:?}");
     assert!(s.outputs == 0, "outputs drained");
 }

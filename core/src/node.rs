@@ -17,7 +17,7 @@ use smallvec::SmallVec;
 
 use crate::compact::{CompactMap, CompactSet};
 use crate::config::{Config, Forwarding, LinkSelection, Routing};
-use crate::conn::{ConnId, ConnState, Connection, Link, Pending, Role, Transport};
+use crate::conn::{ConnId, ConnState, Connection, Link, Pending, Role, Transport, heard_stamp};
 use crate::discovery::{Candidates, LOOKUP_STEPS, Lookup, Lookups, random_id_in_bucket};
 use crate::error::Error;
 use crate::id::{Distance, ID_BITS, PeerId};
@@ -85,6 +85,13 @@ pub enum Input<'a> {
         /// The signal JSON.
         signal: &'a str,
     },
+    /// The transport showed the connection alive without a frame: a WebSocket pong (or a
+    /// ping from the peer) arrived, or, after [`Output::Probe`] on a WebRTC session, its ICE
+    /// connection still holds.
+    Alive {
+        /// The connection.
+        conn: ConnId,
+    },
     /// The time from [`Node::poll_timeout`] was reached.
     Timeout,
 }
@@ -123,6 +130,15 @@ pub enum Output {
         conn: ConnId,
         /// The signal JSON, as the remote sent it.
         signal: String,
+    },
+    /// Check that a link is alive: we have heard nothing from it for
+    /// `Config::keepalive_interval`. Send a WebSocket ping, and report [`Input::Alive`]
+    /// when the pong arrives; for a WebRTC session, report it at once if its ICE connection
+    /// holds (ICE checks its path on its own). Nothing to report otherwise: if the link
+    /// stays silent the node closes it as `Unresponsive`.
+    Probe {
+        /// The connection.
+        conn: ConnId,
     },
     /// Close a connection. The node has already forgotten it.
     Close {
@@ -310,6 +326,8 @@ enum Timer {
     Refresh,
     /// `Config::join_hold` is over.
     JoinHoldEnds,
+    /// Time to probe silent links and close unresponsive ones.
+    Keepalive,
 }
 
 /// Most bootstrap urls whatever `Config::max_bootstrap_urls` says: connections name theirs
@@ -422,6 +440,8 @@ pub struct Node {
     rng: Xoshiro256PlusPlus,
     now: Time,
     shut_down: bool,
+    /// A [`Timer::Keepalive`] is armed (only while the node has links).
+    keepalive_armed: bool,
     next_conn: ConnId,
     /// Connections and links in sorted vectors: within the default budget (a few dozen
     /// entries) a B-tree's half-empty nodes cost twice the memory, and these are a good part
@@ -476,6 +496,7 @@ impl Node {
             rng,
             now,
             shut_down: false,
+            keepalive_armed: false,
             next_conn: ConnId::FIRST,
             conns: CompactMap::new(),
             links: CompactMap::new(),
@@ -605,6 +626,15 @@ impl Node {
                 }
             }
             Input::LocalSignal { conn, signal } => self.on_local_signal(conn, signal),
+            Input::Alive { conn } => {
+                if let Some(Connection {
+                    state: ConnState::Established { heard, .. },
+                    ..
+                }) = self.conns.get_mut(&conn)
+                {
+                    *heard = heard_stamp(self.now);
+                }
+            }
             Input::Timeout => self.on_timeout(),
         }
     }
@@ -670,14 +700,17 @@ impl Node {
     }
 
     fn on_frame(&mut self, conn: ConnId, frame: &[u8]) {
-        let Some(c) = self.conns.get(&conn) else {
+        let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
+        if let ConnState::Established { heard, .. } = &mut c.state {
+            *heard = heard_stamp(self.now);
+        }
         self.stats.frames_in += 1;
         self.stats.bytes_in += frame.len() as u64;
         match c.state {
             ConnState::AwaitingId { .. } => self.on_id_handshake(conn, frame),
-            ConnState::Established { peer } => {
+            ConnState::Established { peer, .. } => {
                 if self.listens_on(conn, &peer) {
                     self.on_envelope(conn, peer, frame);
                 } else {
@@ -1111,7 +1144,8 @@ impl Node {
         let peer = match self.conns.get(&conn) {
             Some(Connection {
                 transport: Transport::WebRtc,
-                state: ConnState::WebRtcConnecting { peer, .. } | ConnState::Established { peer },
+                state:
+                    ConnState::WebRtcConnecting { peer, .. } | ConnState::Established { peer, .. },
                 ..
             }) => *peer,
             _ => return,
@@ -1135,7 +1169,11 @@ impl Node {
             self.timers.remove(&(deadline, Timer::Handshake(conn)));
         }
         let (transport, outbound) = (c.transport, c.outbound);
-        c.state = ConnState::Established { peer };
+        c.state = ConnState::Established {
+            peer,
+            heard: heard_stamp(self.now),
+        };
+        self.arm_keepalive();
         self.clear_pending(&peer);
         self.candidates.saw(peer);
         self.candidates.connected(&peer);
@@ -1547,7 +1585,7 @@ impl Node {
             ConnState::Established { .. } | ConnState::Retiring { .. }
         );
         match &c.state {
-            ConnState::Established { peer } => self.link_conn_gone(*peer, conn),
+            ConnState::Established { peer, .. } => self.link_conn_gone(*peer, conn),
             ConnState::WebRtcConnecting { peer, fallback_ws } => {
                 let peer = *peer;
                 match fallback_ws.as_deref() {
@@ -1773,6 +1811,7 @@ impl Node {
         self.queue.clear();
         self.timers.clear();
         self.refresh_at = None;
+        self.keepalive_armed = false;
     }
 
     // ---- bootstrap ------------------------------------------------------------------------
@@ -1857,6 +1896,58 @@ impl Node {
         self.timers.insert((at, timer));
     }
 
+    /// Arms the keepalive sweep, unless it is armed or keepalive is off. The sweep runs every
+    /// half of the shorter of `keepalive_interval` and `keepalive_timeout`, while the node
+    /// has links: one timer per node, not one per link.
+    fn arm_keepalive(&mut self) {
+        let Some(interval) = self.config.keepalive_interval else {
+            return;
+        };
+        if !self.keepalive_armed {
+            let period = interval.min(self.config.keepalive_timeout) / 2;
+            self.keepalive_armed = true;
+            self.arm(
+                self.now + period.max(Duration::from_millis(1)),
+                Timer::Keepalive,
+            );
+        }
+    }
+
+    /// Probes the links silent for `keepalive_interval` and closes those silent for
+    /// `keepalive_interval + keepalive_timeout`.
+    fn keepalive(&mut self) {
+        self.keepalive_armed = false;
+        let Some(interval) = self.config.keepalive_interval else {
+            return;
+        };
+        let now = heard_stamp(self.now);
+        // Both fit in a u32 of milliseconds: `Config::validate` caps the window at a day.
+        let probe_after = interval.as_millis() as u32;
+        let dead_after = (interval + self.config.keepalive_timeout).as_millis() as u32;
+        let mut unresponsive: SmallVec<[ConnId; 4]> = SmallVec::new();
+        let mut established = 0;
+        for (conn, c) in self.conns.iter() {
+            let ConnState::Established { heard, .. } = c.state else {
+                continue;
+            };
+            established += 1;
+            let silent = now.wrapping_sub(heard);
+            if silent >= dead_after {
+                unresponsive.push(*conn);
+            } else if silent >= probe_after {
+                self.stats.keepalive_probes += 1;
+                self.outputs.push_back(Output::Probe { conn: *conn });
+            }
+        }
+        // Links that come up later arm the sweep again.
+        if established > unresponsive.len() {
+            self.arm_keepalive();
+        }
+        for conn in unresponsive {
+            self.close(conn, CloseReason::Unresponsive);
+        }
+    }
+
     fn schedule_refresh(&mut self) {
         if let Some(interval) = self.config.refresh_interval {
             // Jitter of +-25% keeps a network started at once from refreshing in lockstep.
@@ -1906,6 +1997,7 @@ impl Node {
                 }
                 Timer::Refresh => self.refresh(),
                 Timer::JoinHoldEnds => self.join_hold_ends(),
+                Timer::Keepalive => self.keepalive(),
             }
         }
     }

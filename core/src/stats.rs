@@ -153,6 +153,9 @@ reason_enum! {
         LinkBudget => "link-budget",
         /// A WebRTC session did not open in time.
         WebRtcTimeout => "webrtc-timeout",
+        /// Nothing was heard from the link for `keepalive_interval + keepalive_timeout`,
+        /// probes included.
+        Unresponsive => "unresponsive",
     }
 }
 
@@ -190,6 +193,8 @@ pub struct Stats {
     pub offers_declined: u64,
     /// Inbound connections refused by `max_connections`.
     pub connections_refused: u64,
+    /// Keepalive probes asked of the driver for silent links.
+    pub keepalive_probes: u64,
     /// Dropped frames and messages, by reason.
     pub dropped: DropCounts,
     /// Connections the node closed, by reason.

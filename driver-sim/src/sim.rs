@@ -199,6 +199,11 @@ enum Ev {
         from: Endpoint,
         frame: String,
     },
+    /// A keepalive probe from `from` arrives at `to`: a WebSocket ping, or for a WebRTC
+    /// link the ICE consent check that stands for it.
+    Ping { to: Endpoint, from: Endpoint },
+    /// The answer to a probe arrives back at the prober.
+    Pong(Endpoint),
     /// A dialled WebSocket opened at the client.
     Opened(Endpoint),
     /// A connection closed (the peer closed it, it was reset, or a dial failed).
@@ -361,6 +366,10 @@ pub struct Counters {
     pub crashes: u64,
     /// Restarts.
     pub restarts: u64,
+    /// Keepalive probes the nodes asked for (pings sent on silent links).
+    pub probes: u64,
+    /// Probes answered: the pong came back while the prober's connection was open.
+    pub probes_answered: u64,
 }
 
 struct TrafficStream {
@@ -815,6 +824,8 @@ impl Sim {
         match ev {
             Ev::Join(index) => self.join(index),
             Ev::Frame { to, from, frame } => self.on_frame(to, from, frame),
+            Ev::Ping { to, from } => self.on_ping(to, from),
+            Ev::Pong(at) => self.on_pong(at),
             Ev::Opened(at) => {
                 if self.live_wire(at).is_some() {
                     self.input(at.node, Input::Opened { conn: at.conn });
@@ -1356,6 +1367,13 @@ impl Sim {
             } => self.start_webrtc(me(conn), initiator),
             Output::RemoteSignal { conn, signal } => self.remote_signal(me(conn), &signal),
             Output::Close { conn, .. } => self.close(me(conn)),
+            Output::Probe { conn } => {
+                self.counters.probes += 1;
+                let from = me(conn);
+                if let Some((to, arrival)) = self.carry_control(from) {
+                    self.queue.push(arrival, Ev::Ping { to, from });
+                }
+            }
             Output::Event(event) => self.on_event(node, incarnation, event),
         }
     }
@@ -1479,18 +1497,65 @@ impl Sim {
         self.queue.push(arrival, Ev::Frame { to, from, frame });
     }
 
+    /// Where a transport control message (a ping or pong) sent on `from`'s connection
+    /// arrives, and when: like a frame it is cut by partitions, lost by the loss model and
+    /// kept in order behind the frames before it, but never duplicated or filtered.
+    fn carry_control(&mut self, from: Endpoint) -> Option<(Endpoint, Time)> {
+        let (at, wire) = self.peers[from.node as usize].wire(from.conn)?;
+        let wire = *wire;
+        let to = wire.remote()?;
+        if !self.reachable(from.node, to.node) {
+            return None;
+        }
+        let model = self.egress_model(from.node, to.node);
+        if self.net_rng.chance(model.loss) {
+            return None;
+        }
+        let arrival = (self.now + model.sample_delay(&mut self.net_rng)).max(wire.last_arrival);
+        self.peers[from.node as usize].wires[at].last_arrival = arrival;
+        Some((to, arrival))
+    }
+
+    /// Whether `to` is still open for what `from` sent; if not, answers as the receiver's
+    /// stack would.
+    fn arrives(&mut self, to: Endpoint, from: Endpoint) -> bool {
+        if self.live_wire(to).is_some() {
+            return true;
+        }
+        self.counters.frames_stale += 1;
+        // The receiver closed this connection (or the sender's end outlived a lost close):
+        // its stack answers with a reset, as TCP and SCTP do.
+        if self.config.net.reset_on_stale_frames
+            && self.is_current(to)
+            && self.reachable(to.node, from.node)
+        {
+            let at = self.now + self.delay(to.node, from.node);
+            self.queue.push(at, Ev::Closed(from));
+        }
+        false
+    }
+
+    /// A probe arrived: the receiving node hears from the link too, and its transport
+    /// answers (WebSocket stacks pong by themselves).
+    fn on_ping(&mut self, to: Endpoint, from: Endpoint) {
+        if !self.arrives(to, from) {
+            return;
+        }
+        self.input(to.node, Input::Alive { conn: to.conn });
+        if let Some((prober, arrival)) = self.carry_control(to) {
+            self.queue.push(arrival, Ev::Pong(prober));
+        }
+    }
+
+    fn on_pong(&mut self, at: Endpoint) {
+        if self.live_wire(at).is_some() {
+            self.counters.probes_answered += 1;
+            self.input(at.node, Input::Alive { conn: at.conn });
+        }
+    }
+
     fn on_frame(&mut self, to: Endpoint, from: Endpoint, frame: String) {
-        if self.live_wire(to).is_none() {
-            self.counters.frames_stale += 1;
-            // The receiver closed this connection (or the sender's end outlived a lost
-            // close): its stack answers with a reset, as TCP and SCTP do.
-            if self.config.net.reset_on_stale_frames
-                && self.is_current(to)
-                && self.reachable(to.node, from.node)
-            {
-                let at = self.now + self.delay(to.node, from.node);
-                self.queue.push(at, Ev::Closed(from));
-            }
+        if !self.arrives(to, from) {
             return;
         }
         self.input(

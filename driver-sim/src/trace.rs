@@ -84,6 +84,10 @@ impl TraceHasher {
                 r.extend_from_slice(&conn.as_u64().to_le_bytes());
                 put_bytes(r, reason.label().as_bytes());
             }
+            Output::Probe { conn } => {
+                r.push(7);
+                r.extend_from_slice(&conn.as_u64().to_le_bytes());
+            }
             Output::Event(event) => {
                 r.push(6);
                 record_event(r, event);

@@ -11,7 +11,7 @@ use futures_util::{FutureExt, SinkExt, StreamExt};
 use peer_relay_core::{CloseReason, ConnId};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio_tungstenite::tungstenite::error::CapacityError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
@@ -21,6 +21,11 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 /// After sending our close frame, how long to wait for the peer's before dropping the
 /// socket.
 const CLOSE_GRACE: Duration = Duration::from_millis(500);
+/// After the node closed a connection, how long its task may take to flush and say goodbye
+/// before the socket is dropped anyway: a peer that stopped reading (frozen, or gone without
+/// a close) would otherwise hold a writer, and the socket, for as long as TCP keeps its
+/// zero window open, which can be forever.
+const CLOSE_DEADLINE: Duration = Duration::from_secs(2);
 /// Batches of frames taken per flush at most; larger batches only delay the flush.
 const WRITE_BATCH: usize = 16;
 /// Frames read before handing them to the driver at most, if more are ready at once.
@@ -61,6 +66,9 @@ pub(crate) enum ConnEvent {
     LocalSignal { conn: ConnId, signal: String },
     /// A WebRTC session's data channel opened.
     WebRtcOpened { conn: ConnId },
+    /// The connection showed itself alive without a frame: a WebSocket ping or pong, or a
+    /// WebRTC session asked to probe whose ICE connection holds.
+    Alive { conn: ConnId },
 }
 
 /// A frame as the driver gets it.
@@ -79,6 +87,8 @@ pub(crate) enum Outgoing {
     Close(CloseReason),
     /// A remote WebRTC signal for a WebRTC session (never sent to a WebSocket).
     Signal(String),
+    /// Check that the peer is there: a WebSocket ping, or a WebRTC session's ICE state.
+    Probe,
 }
 
 /// The WebSocket limits for a node whose frames are at most `max_frame_bytes`. Slack covers
@@ -181,6 +191,9 @@ pub(crate) struct ConnHandle {
     /// Bytes queued (pending or handed to the task) and not yet written to the socket.
     queued_bytes: Arc<AtomicUsize>,
     max_queued_bytes: usize,
+    /// Notified when the node closes the connection; the task ends within
+    /// [`CLOSE_DEADLINE`] of it.
+    closing: Arc<Notify>,
 }
 
 /// What became of a frame given to [`ConnHandle::transmit`].
@@ -211,6 +224,7 @@ impl ConnHandle {
             pending: Vec::new(),
             queued_bytes: Arc::clone(&queued_bytes),
             max_queued_bytes,
+            closing: Arc::new(Notify::new()),
         };
         (handle, rx, queued_bytes)
     }
@@ -246,10 +260,17 @@ impl ConnHandle {
         }
     }
 
+    /// Asks for a keepalive probe, after the frames queued before.
+    pub(crate) fn probe(&mut self) {
+        self.flush();
+        let _ = self.outgoing.send(Outgoing::Probe);
+    }
+
     /// Asks the task to close the connection, after the frames queued before.
     pub(crate) fn close(mut self, reason: CloseReason) {
         self.flush();
         let _ = self.outgoing.send(Outgoing::Close(reason));
+        self.closing.notify_one();
     }
 }
 
@@ -267,7 +288,9 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (handle, rx, queued_bytes) = ConnHandle::new(max_queued_bytes);
-    (handle, run(conn, ws, rx, queued_bytes, inbox, read_budget))
+    let closing = Arc::clone(&handle.closing);
+    let task = run(conn, ws, rx, queued_bytes, inbox, read_budget, closing);
+    (handle, task)
 }
 
 /// Hands a batch of frames read from `conn` to the driver. Memory between a socket and the
@@ -306,6 +329,7 @@ async fn run<S>(
     queued_bytes: Arc<AtomicUsize>,
     inbox: mpsc::Sender<ConnEvent>,
     read_budget: Arc<Semaphore>,
+    closing: Arc<Notify>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -319,6 +343,8 @@ async fn run<S>(
             let mut frames = Vec::new();
             let mut bytes = 0;
             let mut ended = false;
+            // A ping or pong: the peer is there, even if it sends no frame.
+            let mut alive = false;
             let mut next = stream.next().await;
             loop {
                 match next {
@@ -327,8 +353,9 @@ async fn run<S>(
                         frames.push(Inbound::Text(text));
                     }
                     Some(Ok(Message::Binary(_))) => frames.push(Inbound::Binary),
-                    // Pings are answered by tungstenite itself.
-                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                    // Pings are answered by tungstenite itself (on its next read).
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => alive = true,
+                    Some(Ok(Message::Frame(_))) => {}
                     Some(Ok(Message::Close(_))) | None => ended = true,
                     Some(Err(err)) => {
                         tracing::debug!(%conn, %err, "read failed");
@@ -346,6 +373,10 @@ async fn run<S>(
                     Some(ready) => next = ready,
                     None => break,
                 }
+            }
+            // Frames say as much; a batch of none but pings and pongs says it alone.
+            if alive && frames.is_empty() && inbox.send(ConnEvent::Alive { conn }).await.is_err() {
+                return;
             }
             if !hand_over(conn, frames, bytes, &read_budget, &inbox).await {
                 return;
@@ -375,6 +406,12 @@ async fn run<S>(
                         }
                     }
                     Outgoing::Close(reason) => break 'writing reason,
+                    Outgoing::Probe => {
+                        if let Err(err) = sink.feed(Message::Ping(Default::default())).await {
+                            tracing::debug!(%conn, %err, "write failed");
+                            return;
+                        }
+                    }
                     // Only WebRTC sessions get signals.
                     Outgoing::Signal(_) => {}
                 }
@@ -394,9 +431,14 @@ async fn run<S>(
         let _ = sink.send(Message::Close(Some(frame))).await;
         tokio::time::sleep(CLOSE_GRACE).await;
     };
+    let deadline = async {
+        closing.notified().await;
+        tokio::time::sleep(CLOSE_DEADLINE).await;
+    };
     tokio::select! {
         () = read => {}
         () = write => {}
+        () = deadline => tracing::debug!(%conn, "close deadline passed: socket dropped"),
     }
     let _ = inbox.send(ConnEvent::Closed { conn, oversize }).await;
 }
@@ -413,5 +455,7 @@ fn close_code(reason: CloseReason) -> CloseCode {
         | CloseReason::InvalidHandshake
         | CloseReason::ProtocolViolations
         | CloseReason::WebRtcTimeout => CloseCode::Policy,
+        // Rarely read: the peer did not answer pings, so it is unlikely to read this.
+        CloseReason::Unresponsive => CloseCode::Away,
     }
 }

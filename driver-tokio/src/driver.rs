@@ -300,6 +300,7 @@ impl Driver {
             Command::Stats { reply } => {
                 let mut driver = self.stats;
                 driver.connections = self.conns.len();
+                driver.io_tasks = self.tasks.len();
                 let counters = &self.webrtc.counters;
                 driver.webrtc_signals_ignored = counters
                     .signals_ignored
@@ -411,6 +412,11 @@ impl Driver {
                     );
                 }
             }
+            ConnEvent::Alive { conn } => {
+                if self.conns.contains_key(&conn) {
+                    self.node.handle_input(now, Input::Alive { conn });
+                }
+            }
             ConnEvent::WebRtcOpened { conn } => {
                 if let Some(Conn::WebRtc { open, .. }) = self.conns.get_mut(&conn) {
                     *open = true;
@@ -460,6 +466,11 @@ impl Driver {
                         self.inbox_tx.clone(),
                     ));
                     self.conns.insert(conn, Conn::Dialing(abort));
+                }
+                Output::Probe { conn } => {
+                    if let Some(handle) = self.conns.get_mut(&conn).and_then(Conn::handle) {
+                        handle.probe();
+                    }
                 }
                 Output::Close { conn, reason } => match self.conns.remove(&conn) {
                     Some(Conn::Dialing(abort)) => abort.abort(),

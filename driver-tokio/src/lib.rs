@@ -94,6 +94,9 @@ pub struct DriverStats {
     pub webrtc_mdns_links: u64,
     /// Connections open, being dialled, or WebRTC sessions, now.
     pub connections: usize,
+    /// IO tasks running now: connections (including those the node closed and that are
+    /// still saying goodbye, at most 2.5 s), dials, WebRTC sessions and refusals.
+    pub io_tasks: usize,
 }
 
 /// A snapshot of every counter: see [`PeerRelay::stats`].

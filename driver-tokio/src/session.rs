@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use futures_util::FutureExt;
 use peer_relay_core::ConnId;
@@ -69,6 +69,9 @@ enum PcEvent {
 
 struct Handler {
     events: mpsc::UnboundedSender<PcEvent>,
+    /// ICE is connected: its consent checks (every 2 s) keep getting answers. The node's
+    /// keepalive probes of a WebRTC link are answered from this.
+    ice_up: Arc<AtomicBool>,
 }
 
 #[async_trait::async_trait]
@@ -83,6 +86,11 @@ impl PeerConnectionEventHandler for Handler {
     }
 
     async fn on_ice_connection_state_change(&self, state: RTCIceConnectionState) {
+        let up = matches!(
+            state,
+            RTCIceConnectionState::Connected | RTCIceConnectionState::Completed
+        );
+        self.ice_up.store(up, Ordering::Relaxed);
         if state == RTCIceConnectionState::Failed {
             let _ = self.events.send(PcEvent::Failed(format!("ICE {state}")));
         }
@@ -124,6 +132,7 @@ pub(crate) fn start(
             remote_set: false,
             early: Vec::new(),
             remote_candidates: 0,
+            ice_up: Arc::new(AtomicBool::new(false)),
         };
         if let Err(err) = session.run(orders, queued_bytes, read_budget).await {
             tracing::debug!(%conn, %err, "WebRTC session ended");
@@ -149,6 +158,8 @@ struct Session {
     remote_set: bool,
     early: Vec<RTCIceCandidateInit>,
     remote_candidates: usize,
+    /// See [`Handler::ice_up`].
+    ice_up: Arc<AtomicBool>,
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -178,6 +189,7 @@ impl Session {
         let attempt = |mode: MulticastDnsMode| {
             let handler = Arc::new(Handler {
                 events: events.clone(),
+                ice_up: Arc::clone(&self.ice_up),
             });
             PeerConnectionBuilder::new()
                 .with_configuration(
@@ -240,8 +252,9 @@ impl Session {
                 order = orders.recv() => match order {
                     None | Some(Outgoing::Close(_)) => return Ok(()),
                     Some(Outgoing::Signal(signal)) => self.remote_signal(pc, &signal).await?,
-                    // The node transmits only once the channel is open.
+                    // The node transmits and probes only once the channel is open.
                     Some(Outgoing::Frames(frames)) => release(queued_bytes, &frames),
+                    Some(Outgoing::Probe) => {}
                 },
                 event = events.recv() => match event {
                     Some(PcEvent::Candidate(candidate)) => self.local_candidate(candidate).await?,
@@ -332,6 +345,16 @@ impl Session {
                             }
                         }
                         Outgoing::Signal(signal) => self.remote_signal(pc, &signal).await?,
+                        // ICE checks the path on its own; if it holds, the link is alive.
+                        // If not, ICE fails it (25 s) or the node's keepalive closes it.
+                        Outgoing::Probe => {
+                            if self.ice_up.load(Ordering::Relaxed) {
+                                let alive = ConnEvent::Alive { conn };
+                                if self.inbox.send(alive).await.is_err() {
+                                    return Ok(());
+                                }
+                            }
+                        }
                         Outgoing::Close(_) => {
                             let _ = channel.close().await;
                             return Ok(());

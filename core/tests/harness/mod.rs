@@ -38,6 +38,12 @@ enum Action {
         conn: ConnId,
         signal: String,
     },
+    /// A WebSocket ping (`pong: false`) or pong reaches `node`.
+    Ping {
+        node: usize,
+        conn: ConnId,
+        pong: bool,
+    },
 }
 
 /// A fake WebRTC session: offer, answer, then both channels open.
@@ -176,9 +182,26 @@ impl Net {
         }
     }
 
+    /// Where something sent on `node`'s `conn` arrives, unless the wire is cut or gone.
+    fn far_end(&self, node: usize, conn: ConnId) -> Option<(usize, ConnId)> {
+        let &(peer, peer_conn) = self.wires.get(&(node, conn))?;
+        let pair = (node.min(peer), node.max(peer));
+        (!self.cut.get(&pair).copied().unwrap_or(false)).then_some((peer, peer_conn))
+    }
+
     fn carry_out(&mut self, node: usize, output: Output) {
         let at = self.now + self.latency;
         match output {
+            Output::Probe { conn } => {
+                if let Some((peer, peer_conn)) = self.far_end(node, conn) {
+                    let ping = Action::Ping {
+                        node: peer,
+                        conn: peer_conn,
+                        pong: false,
+                    };
+                    self.schedule(at, ping);
+                }
+            }
             Output::Transmit { conn, frame } => {
                 self.frames.push(frame.clone());
                 match self.wires.get(&(node, conn)) {
@@ -332,6 +355,23 @@ impl Net {
                     self.drain(client);
                 }
             },
+            Action::Ping { node, conn, pong } => {
+                if !self.wires.contains_key(&(node, conn)) {
+                    return;
+                }
+                self.nodes[node].handle_input(now, Input::Alive { conn });
+                self.drain(node);
+                if !pong {
+                    if let Some((peer, peer_conn)) = self.far_end(node, conn) {
+                        let pong = Action::Ping {
+                            node: peer,
+                            conn: peer_conn,
+                            pong: true,
+                        };
+                        self.schedule(now + self.latency, pong);
+                    }
+                }
+            }
             Action::Signal { node, conn, signal } => {
                 if self.sessions.contains_key(&(node, conn)) {
                     self.nodes[node].handle_input(

@@ -1,0 +1,169 @@
+//! Keepalive: a link we hear nothing from is probed after `keepalive_interval`, and closed
+//! as unresponsive when `keepalive_timeout` more passes in silence. A peer that vanished
+//! without a close (power lost, network gone, process frozen) would otherwise stay a link,
+//! and a black hole for everything routed over it.
+
+#[allow(dead_code)] // Helpers shared by several test files; this one needs only some.
+mod by_hand;
+mod harness;
+
+use std::time::Duration;
+
+use harness::Net;
+use peer_relay_core::{CloseReason, Config, ConnId, Event, Input, Node, Output, Time};
+use serde_json::json;
+
+const INTERVAL: Duration = Duration::from_secs(30);
+const TIMEOUT: Duration = Duration::from_secs(20);
+/// The sweep runs every half of the shorter of the two.
+const PERIOD: Duration = Duration::from_secs(10);
+
+fn config() -> Config {
+    Config {
+        keepalive_interval: Some(INTERVAL),
+        keepalive_timeout: TIMEOUT,
+        // Nothing but what a test sends crosses the link.
+        refresh_interval: None,
+        ..Config::default()
+    }
+}
+
+/// Two nodes, the second bootstrapped through the first, linked at about time zero.
+fn pair(config: Config) -> Net {
+    let mut net = Net::new();
+    let server = net.add(config.clone(), 1, true);
+    let client = net.add(config, 2, false);
+    net.bootstrap(client, server);
+    net.run_for(Duration::from_secs(1));
+    assert_eq!((net.link_count(0), net.link_count(1)), (1, 1));
+    net
+}
+
+fn disconnects(net: &Net, node: usize) -> usize {
+    net.events
+        .iter()
+        .filter(|(n, e)| *n == node && matches!(e, Event::PeerDisconnected { .. }))
+        .count()
+}
+
+#[test]
+fn an_idle_link_that_answers_probes_stays() {
+    let mut net = pair(config());
+    let frames = net.frames.len();
+    net.run_for(Duration::from_secs(600));
+    for node in 0..2 {
+        assert_eq!(net.link_count(node), 1, "node {node} kept its link");
+        let stats = net.nodes[node].stats();
+        assert_eq!(stats.closed.get(CloseReason::Unresponsive), 0);
+    }
+    // Each side probes at most once per interval (a sweep every period finds the link
+    // silent for the interval at most a period late); a ping is heard by the pinged side
+    // too, so sides whose sweeps are out of step share the probing.
+    for node in &net.nodes {
+        let probes = node.stats().keepalive_probes;
+        assert!(
+            (600 / 40..=600 / 30).contains(&probes),
+            "{probes} probes in 600 s"
+        );
+    }
+    assert_eq!(net.frames.len(), frames, "probes are not frames");
+}
+
+#[test]
+fn a_silent_link_is_closed_between_interval_plus_timeout_and_one_period_later() {
+    let mut net = pair(config());
+    let cut_at = net.now;
+    net.cut.insert((0, 1), true);
+    let earliest = cut_at + (INTERVAL + TIMEOUT - Duration::from_secs(1));
+    net.run_until(earliest);
+    assert_eq!((net.link_count(0), net.link_count(1)), (1, 1), "too early");
+    net.run_until(cut_at + INTERVAL + TIMEOUT + PERIOD + Duration::from_secs(1));
+    for node in 0..2 {
+        assert_eq!(net.link_count(node), 0, "node {node} still linked");
+        let stats = net.nodes[node].stats();
+        assert_eq!(stats.closed.get(CloseReason::Unresponsive), 1);
+        assert!(stats.keepalive_probes >= 1, "probed before giving up");
+        assert_eq!(disconnects(&net, node), 1, "the application is told");
+    }
+}
+
+#[test]
+fn frames_count_as_heard() {
+    let mut net = pair(config());
+    // The client talks every 10 s; the server answers nothing, so only the client probes.
+    for _ in 0..30 {
+        net.send(1, 0, &json!("tick"));
+        net.run_for(Duration::from_secs(10));
+    }
+    assert_eq!(
+        net.nodes[0].stats().keepalive_probes,
+        0,
+        "the server heard ticks"
+    );
+    assert!(
+        net.nodes[1].stats().keepalive_probes > 0,
+        "the client heard nothing"
+    );
+    assert_eq!((net.link_count(0), net.link_count(1)), (1, 1));
+}
+
+#[test]
+fn without_keepalive_a_silent_link_stays_forever_as_in_the_original() {
+    let original = Config {
+        keepalive_interval: None,
+        ..config()
+    };
+    let mut net = pair(original);
+    net.cut.insert((0, 1), true);
+    net.run_until(Time::ZERO + Duration::from_secs(3_600));
+    assert_eq!((net.link_count(0), net.link_count(1)), (1, 1));
+    assert_eq!(net.nodes[0].stats().keepalive_probes, 0);
+    assert!(Config::original().keepalive_interval.is_none());
+}
+
+/// Drives `node`'s timers up to `until`, returning the connections it probed and closed.
+fn run_timers(node: &mut Node, until: Time) -> (Vec<ConnId>, Vec<(ConnId, CloseReason)>) {
+    let (mut probed, mut closed) = (Vec::new(), Vec::new());
+    while let Some(at) = node.poll_timeout().filter(|at| *at <= until) {
+        node.handle_input(at, Input::Timeout);
+        while let Some(output) = node.poll_output() {
+            match output {
+                Output::Probe { conn } => probed.push(conn),
+                Output::Close { conn, reason } => closed.push((conn, reason)),
+                _ => {}
+            }
+        }
+    }
+    (probed, closed)
+}
+
+fn secs(s: u64) -> Time {
+    Time::ZERO + Duration::from_secs(s)
+}
+
+#[test]
+fn probes_repeat_while_the_silence_lasts_and_an_answer_resets_it() {
+    let mut node = Node::with_seed(config(), 3, Time::ZERO).unwrap();
+    let own = node.id();
+    let conns = by_hand::accept_links(&mut node, &[by_hand::in_bucket(&own, 0, 1)]);
+    let conn = conns[0];
+    // Sweeps at 10, 20, 30 s: silent for 30 s at the third.
+    assert_eq!(run_timers(&mut node, secs(29)), (vec![], vec![]));
+    assert_eq!(run_timers(&mut node, secs(30)), (vec![conn], vec![]));
+    // No answer: probed again at the next sweep.
+    assert_eq!(run_timers(&mut node, secs(40)), (vec![conn], vec![]));
+    // The pong arrives: silent again from 41 s, so the next probe is at the first sweep
+    // 30 s after that (80 s).
+    node.handle_input(secs(41), Input::Alive { conn });
+    assert_eq!(run_timers(&mut node, secs(79)), (vec![], vec![]));
+    assert_eq!(run_timers(&mut node, secs(80)), (vec![conn], vec![]));
+    // Then nothing: at 41 + 30 + 20 = 91 s it is unresponsive, closed at the 100 s sweep.
+    assert_eq!(run_timers(&mut node, secs(90)), (vec![conn], vec![]));
+    assert_eq!(
+        run_timers(&mut node, secs(100)),
+        (vec![], vec![(conn, CloseReason::Unresponsive)])
+    );
+    assert_eq!(node.links().count(), 0);
+    // Nothing is left to check: no keepalive timer stays armed.
+    assert_eq!(node.poll_timeout(), None, "{:?}", node.sizes());
+}
