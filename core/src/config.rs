@@ -183,6 +183,16 @@ pub struct Config {
     /// [`Unresponsive`](crate::CloseReason::Unresponsive). A dead link is closed between
     /// `keepalive_interval + keepalive_timeout` and that plus the probe period.
     pub keepalive_timeout: Duration,
+    /// After it closes a link as unresponsive (a peer vanished, or the network split), a
+    /// node checks that it still reaches its bootstrap servers: it routes a `findPeers` to
+    /// each one it has no link to, and dials the url of any that did not answer by the next
+    /// check. Both halves of a split network otherwise stay apart after it heals, each a
+    /// world of its own that knows nothing of the other. Checks start this long after the
+    /// close and repeat at doubling intervals up to `reach_check_max`. `None` never checks,
+    /// as in the original.
+    pub reach_check_interval: Option<Duration>,
+    /// Longest interval between reach checks.
+    pub reach_check_max: Duration,
 }
 
 /// Longest `keepalive_interval + keepalive_timeout`.
@@ -230,6 +240,8 @@ impl Default for Config {
             lookup_retry_max: Duration::from_secs(240),
             keepalive_interval: Some(Duration::from_secs(30)),
             keepalive_timeout: Duration::from_secs(20),
+            reach_check_interval: Some(Duration::from_secs(15)),
+            reach_check_max: Duration::from_secs(240),
         }
     }
 }
@@ -250,6 +262,7 @@ impl Config {
             join_hold: Duration::ZERO,
             refresh_interval: None,
             keepalive_interval: None,
+            reach_check_interval: None,
             ..Config::default()
         }
     }
@@ -298,6 +311,9 @@ impl Config {
         }
         if self.refresh_interval.is_some_and(|d| d.is_zero()) {
             return fail("refresh_interval must be positive");
+        }
+        if self.reach_check_interval.is_some_and(|d| d.is_zero()) {
+            return fail("reach_check_interval must be positive");
         }
         // Silence is measured in wrapping 32-bit milliseconds: the whole window must fit.
         if let Some(interval) = self.keepalive_interval {

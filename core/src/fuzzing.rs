@@ -563,9 +563,10 @@ pub fn check_sizes(node: &Node) {
     assert!(s.backoffs <= c.connect_backoffs_max, "backoffs {s:?}");
     assert!(s.table <= s.links, "table {s:?}");
     // Every armed timer belongs to something that exists: at most one per connection, one
-    // per pending connect, one per bootstrap url, plus the refresh, join-hold and keepalive
+    // per pending connect, one per bootstrap url, plus the refresh, join-hold, keepalive and
+    // reach-check
     // timers.
-    let bound = s.connections + s.pending + c.max_bootstrap_urls + 3;
+    let bound = s.connections + s.pending + c.max_bootstrap_urls + 4;
     assert!(s.timers <= bound, "timers {s:?}");
     assert!(s.outputs == 0, "outputs drained");
 }

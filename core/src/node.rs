@@ -328,6 +328,8 @@ enum Timer {
     JoinHoldEnds,
     /// Time to probe silent links and close unresponsive ones.
     Keepalive,
+    /// Time to check that our bootstrap servers are still reachable.
+    ReachCheck,
 }
 
 /// Most bootstrap urls whatever `Config::max_bootstrap_urls` says: connections name theirs
@@ -354,6 +356,12 @@ struct Bootstrap {
     url: String,
     state: BootState,
     failures: u32,
+    /// The id of the server at the url, once a link over it came up.
+    server: Option<PeerId>,
+    /// A reach check asked the server for peers and has not had its answer.
+    asked: bool,
+    /// The current dial is a reach check's: if it fails, the url goes back to idle.
+    check_dial: bool,
 }
 
 /// Sizes of every bounded structure, for tests, fuzzing and monitoring.
@@ -442,6 +450,8 @@ pub struct Node {
     shut_down: bool,
     /// A [`Timer::Keepalive`] is armed (only while the node has links).
     keepalive_armed: bool,
+    /// Reach checks in progress: the armed [`Timer::ReachCheck`] and the interval after it.
+    reach_check: Option<(Time, Duration)>,
     next_conn: ConnId,
     /// Connections and links in sorted vectors: within the default budget (a few dozen
     /// entries) a B-tree's half-empty nodes cost twice the memory, and these are a good part
@@ -497,6 +507,7 @@ impl Node {
             now,
             shut_down: false,
             keepalive_armed: false,
+            reach_check: None,
             next_conn: ConnId::FIRST,
             conns: CompactMap::new(),
             links: CompactMap::new(),
@@ -979,6 +990,11 @@ impl Node {
     }
 
     fn on_found_peers(&mut self, sender: PeerId, ids: &[PeerId]) {
+        for entry in &mut self.bootstrap {
+            if entry.server == Some(sender) {
+                entry.asked = false;
+            }
+        }
         for id in ids {
             // Replies may list the asker and the responder themselves.
             if *id != self.id && *id != sender {
@@ -1168,13 +1184,18 @@ impl Node {
         if let ConnState::AwaitingId { deadline, .. } = c.state {
             self.timers.remove(&(deadline, Timer::Handshake(conn)));
         }
-        let (transport, outbound) = (c.transport, c.outbound);
+        let (transport, outbound, bootstrap) = (c.transport, c.outbound, c.bootstrap);
         c.state = ConnState::Established {
             peer,
             heard: heard_stamp(self.now),
         };
         self.arm_keepalive();
         self.clear_pending(&peer);
+        if let Some(index) = bootstrap {
+            let entry = &mut self.bootstrap[index as usize];
+            entry.server = Some(peer);
+            entry.check_dial = false;
+        }
         self.candidates.saw(peer);
         self.candidates.connected(&peer);
         if let Some(link) = self.links.get_mut(&peer) {
@@ -1779,6 +1800,9 @@ impl Node {
             url: url.to_owned(),
             state: BootState::Idle,
             failures: 0,
+            server: None,
+            asked: false,
+            check_dial: false,
         });
         self.dial_bootstrap(self.bootstrap.len() - 1);
         Ok(())
@@ -1812,6 +1836,7 @@ impl Node {
         self.timers.clear();
         self.refresh_at = None;
         self.keepalive_armed = false;
+        self.reach_check = None;
     }
 
     // ---- bootstrap ------------------------------------------------------------------------
@@ -1829,6 +1854,14 @@ impl Node {
     }
 
     fn bootstrap_conn_gone(&mut self, index: usize, reached: bool, reason: Option<CloseReason>) {
+        if !reached && std::mem::take(&mut self.bootstrap[index].check_dial) {
+            // A reach check's dial: the server is gone or out of reach. The next check
+            // tries again; no retries in between.
+            self.bootstrap[index].state = BootState::Idle;
+            if !self.links.is_empty() {
+                return;
+            }
+        }
         if reason == Some(CloseReason::SelfConnection) {
             self.bootstrap[index].state = BootState::Disabled;
         } else if reached {
@@ -1943,9 +1976,63 @@ impl Node {
         if established > unresponsive.len() {
             self.arm_keepalive();
         }
+        if !unresponsive.is_empty() {
+            self.start_reach_checks();
+        }
         for conn in unresponsive {
             self.close(conn, CloseReason::Unresponsive);
         }
+    }
+
+    /// (Re)starts reach checks at `reach_check_interval` from now.
+    fn start_reach_checks(&mut self) {
+        let Some(interval) = self.config.reach_check_interval else {
+            return;
+        };
+        if self.bootstrap.is_empty() {
+            return;
+        }
+        let at = self.now + interval;
+        if let Some((armed, _)) = self.reach_check {
+            if armed <= at {
+                self.reach_check = Some((armed, interval));
+                return;
+            }
+            self.timers.remove(&(armed, Timer::ReachCheck));
+        }
+        self.reach_check = Some((at, interval * 2));
+        self.arm(at, Timer::ReachCheck);
+    }
+
+    /// Asks each bootstrap server we have no link to for peers near us, through the network;
+    /// dials the url of each that did not answer the previous check: it is gone, or in a
+    /// part of the network we no longer reach.
+    fn reach_check(&mut self) {
+        let Some((_, interval)) = self.reach_check else {
+            return;
+        };
+        for index in 0..self.bootstrap.len() {
+            let entry = &mut self.bootstrap[index];
+            let Some(server) = entry.server else {
+                continue;
+            };
+            if entry.state != BootState::Idle || self.links.contains_key(&server) {
+                entry.asked = false;
+                continue;
+            }
+            if std::mem::take(&mut entry.asked) {
+                entry.check_dial = true;
+                self.stats.reach_redials += 1;
+                self.dial_bootstrap(index);
+            } else {
+                entry.asked = true;
+                self.stats.reach_checks += 1;
+                let _ = self.originate(server, &OutgoingPayload::FindPeers(self.id));
+            }
+        }
+        let at = self.now + interval;
+        self.reach_check = Some((at, (interval * 2).min(self.config.reach_check_max)));
+        self.arm(at, Timer::ReachCheck);
     }
 
     fn schedule_refresh(&mut self) {
@@ -1998,6 +2085,7 @@ impl Node {
                 Timer::Refresh => self.refresh(),
                 Timer::JoinHoldEnds => self.join_hold_ends(),
                 Timer::Keepalive => self.keepalive(),
+                Timer::ReachCheck => self.reach_check(),
             }
         }
     }

@@ -195,6 +195,10 @@ pub struct Stats {
     pub connections_refused: u64,
     /// Keepalive probes asked of the driver for silent links.
     pub keepalive_probes: u64,
+    /// Reach checks: `findPeers` routed to a bootstrap server we have no link to.
+    pub reach_checks: u64,
+    /// Bootstrap urls dialled again because their server did not answer a reach check.
+    pub reach_redials: u64,
     /// Dropped frames and messages, by reason.
     pub dropped: DropCounts,
     /// Connections the node closed, by reason.

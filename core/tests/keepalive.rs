@@ -167,3 +167,64 @@ fn probes_repeat_while_the_silence_lasts_and_an_answer_resets_it() {
     // Nothing is left to check: no keepalive timer stays armed.
     assert_eq!(node.poll_timeout(), None, "{:?}", node.sizes());
 }
+
+/// Three peers: the server 0, and 1 and 2 bootstrapped through it; 2 runs a server too, so
+/// 1 and 2 link to each other as well.
+fn triangle() -> Net {
+    // With discovery: 1 and 2 learn of each other from the server.
+    let config = Config {
+        refresh_interval: Config::default().refresh_interval,
+        ..config()
+    };
+    let mut net = Net::new();
+    let server = net.add(config.clone(), 1, true);
+    let one = net.add(config.clone(), 2, false);
+    let two = net.add(config, 3, true);
+    net.bootstrap(one, server);
+    net.bootstrap(two, server);
+    net.run_for(Duration::from_secs(30));
+    assert_eq!(
+        (net.link_count(0), net.link_count(1), net.link_count(2)),
+        (2, 2, 2)
+    );
+    net
+}
+
+#[test]
+fn a_bootstrap_server_that_answers_reach_checks_is_not_dialled_again() {
+    let mut net = triangle();
+    // 1 loses its link to the server, but still reaches it through 2.
+    net.cut.insert((0, 1), true);
+    net.run_for(Duration::from_secs(300));
+    let stats = net.nodes[1].stats();
+    assert_eq!(stats.closed.get(CloseReason::Unresponsive), 1);
+    assert!(stats.reach_checks >= 2, "{stats:?}");
+    assert_eq!(stats.reach_redials, 0, "the server answered through 2");
+    // Nothing else checks: no peer of the others vanished.
+    assert_eq!(net.nodes[2].stats().reach_checks, 0);
+}
+
+#[test]
+fn a_bootstrap_server_out_of_reach_is_dialled_again_once_the_split_heals() {
+    let mut net = triangle();
+    // The server is cut off from both: 1 and 2 go on as a network of two.
+    net.cut.insert((0, 1), true);
+    net.cut.insert((0, 2), true);
+    net.run_for(Duration::from_secs(70));
+    assert_eq!(net.link_count(0), 0);
+    assert_eq!((net.link_count(1), net.link_count(2)), (1, 1));
+    let checks = net.nodes[1].stats().reach_checks;
+    assert!(checks >= 1, "a check went out");
+    assert_eq!(net.nodes[1].stats().reach_redials, 0);
+    // The split heals; the next check finds the server silent and dials its url.
+    net.cut.clear();
+    net.run_for(Duration::from_secs(120));
+    for node in [1, 2] {
+        let stats = net.nodes[node].stats();
+        assert!(stats.reach_redials >= 1, "node {node}: {stats:?}");
+        assert!(
+            net.conn_between(node, 0).is_some(),
+            "node {node} linked again"
+        );
+    }
+}

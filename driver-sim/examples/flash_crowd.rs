@@ -8,9 +8,10 @@
 //! "worlds" (below) and the share of those messages that arrived.
 //!
 //! A world is the set of peers that greedy routing over the links reaches from one peer
-//! (the first to join, then the first peer that one does not reach): a network can be one
-//! connected link graph and still be two worlds, each routing within itself, whose peers
-//! do not know the other world's peers near them.
+//! (the first to join, then the first peer that one does not reach; see
+//! [`peer_relay_sim::graph`]): a network can be one connected link graph and still be two
+//! worlds, each routing within itself, whose peers do not know the other world's peers
+//! near them.
 //!
 //! ```text
 //! cargo run --release -p peer-relay-sim --example flash_crowd [-- PEERS [RATE [SEED [HOLD_MS]]]]
@@ -19,92 +20,12 @@
 //! HOLD_MS sets the peers' `Config::join_hold` (default 5,000); 0 shows the network as it
 //! formed before the hold existed: two worlds.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use peer_relay_core::PeerId;
+use peer_relay_sim::graph::{components, peer_index, worlds};
 use peer_relay_sim::{Action, Sim, SimConfig, Traffic};
 
 const MARKS_S: [u64; 6] = [15, 30, 45, 60, 90, 120];
-
-/// Every peer's index, by id.
-fn peer_index(sim: &Sim) -> BTreeMap<PeerId, usize> {
-    (0..sim.peer_count())
-        .filter_map(|i| sim.id(i).map(|id| (id, i)))
-        .collect()
-}
-
-/// Sizes of the link graph's connected components over running peers, largest first.
-fn components(sim: &Sim, index: &BTreeMap<PeerId, usize>) -> Vec<usize> {
-    let peers = sim.peer_count();
-    let mut seen = vec![false; peers];
-    let mut sizes = Vec::new();
-    for start in (0..peers).filter(|i| sim.node(*i).is_some()) {
-        if seen[start] {
-            continue;
-        }
-        seen[start] = true;
-        let (mut stack, mut size) = (vec![start], 0);
-        while let Some(peer) = stack.pop() {
-            size += 1;
-            let links = sim.node(peer).into_iter().flat_map(|node| node.links());
-            for next in links.filter_map(|(id, _)| index.get(id).copied()) {
-                if !std::mem::replace(&mut seen[next], true) {
-                    stack.push(next);
-                }
-            }
-        }
-        sizes.push(size);
-    }
-    sizes.sort_unstable_by(|a, b| b.cmp(a));
-    sizes
-}
-
-/// The running peers that greedy routing over the link graph reaches from `from` (each hop
-/// to the link nearest the target, while it is nearer than the current peer), as the
-/// default strategy forwards.
-fn greedy_reach(sim: &Sim, index: &BTreeMap<PeerId, usize>, from: usize) -> Vec<bool> {
-    let peers = sim.peer_count();
-    let mut reached = vec![false; peers];
-    for to in (0..peers).filter(|i| sim.node(*i).is_some()) {
-        let Some(target) = sim.id(to) else { continue };
-        let mut at = from;
-        reached[to] = loop {
-            if at == to {
-                break true;
-            }
-            let (Some(node), Some(here)) = (sim.node(at), sim.id(at)) else {
-                break false;
-            };
-            let next = node
-                .links()
-                .map(|(id, _)| *id)
-                .min_by_key(|id| id.distance(&target));
-            match next.and_then(|id| index.get(&id).map(|i| (id, *i))) {
-                Some((id, i)) if id.distance(&target) < here.distance(&target) => at = i,
-                _ => break false,
-            }
-        };
-    }
-    reached
-}
-
-/// Sizes of the first two worlds: the peers greedy routing reaches from the first running
-/// peer, and those it reaches from the first peer outside that (0 if there is none).
-fn worlds(sim: &Sim, index: &BTreeMap<PeerId, usize>) -> (usize, usize) {
-    let Some(first) = (0..sim.peer_count()).find(|i| sim.node(*i).is_some()) else {
-        return (0, 0);
-    };
-    let from_first = greedy_reach(sim, index, first);
-    let outside = (0..sim.peer_count()).find(|i| sim.node(*i).is_some() && !from_first[*i]);
-    let second = outside.map_or(0, |o| {
-        let from_outside = greedy_reach(sim, index, o);
-        (0..sim.peer_count())
-            .filter(|i| from_outside[*i] && !from_first[*i])
-            .count()
-    });
-    (from_first.iter().filter(|r| **r).count(), second)
-}
 
 fn main() {
     let mut args = std::env::args().skip(1);

@@ -36,6 +36,7 @@
 
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+pub mod graph;
 pub mod model;
 pub mod queue;
 pub mod report;

@@ -6,7 +6,10 @@ use common::{
     check_converges_and_delivers, check_routing_quality, converged, lasting_link_inconsistencies,
     network, secs, traffic,
 };
-use peer_relay_sim::{Action, Bootstrap, LinkModel, NetConfig, SimConfig};
+use std::time::Duration;
+
+use peer_relay_sim::graph::links_across;
+use peer_relay_sim::{Action, Bootstrap, Delivery, LinkModel, NetConfig, Sim, SimConfig};
 
 #[test]
 fn a_thousand_peers_converge_and_deliver_ten_thousand_messages() {
@@ -87,25 +90,35 @@ fn five_percent_loss_shows_in_the_report_and_nothing_panics() {
     );
 }
 
+/// Even and odd peers: the two sides of the partition tests.
+fn halves(sim: &Sim) -> (Vec<usize>, Vec<usize>) {
+    let n = sim.peer_count();
+    (
+        (0..n).filter(|i| i % 2 == 0).collect(),
+        (0..n).filter(|i| i % 2 == 1).collect(),
+    )
+}
+
+/// `count` messages from one half to the other, alternating directions, 10 ms apart; their
+/// delivery 10 s after the last.
+fn across(sim: &mut Sim, left: &[usize], right: &[usize], count: usize) -> Delivery {
+    let first = sim.messages().len();
+    for k in 0..count {
+        let (a, b) = (left[(k * 7) % left.len()], right[(k * 13) % right.len()]);
+        let (from, to) = if k % 2 == 0 { (a, b) } else { (b, a) };
+        sim.send(from, to);
+        sim.run_for(Duration::from_millis(10));
+    }
+    sim.run_for(secs(10));
+    sim.delivery_of(first..sim.messages().len())
+}
+
 #[test]
 fn a_partition_cuts_delivery_across_it_and_healing_restores_it() {
     let mut sim = converged(network(13, 1_000));
-    let n = sim.peer_count();
-    let left: Vec<usize> = (0..n).filter(|i| i % 2 == 0).collect();
-    let right: Vec<usize> = (0..n).filter(|i| i % 2 == 1).collect();
+    let (left, right) = halves(&sim);
     sim.apply(Action::Partition(vec![left.clone(), right.clone()]));
-    let across = |sim: &mut peer_relay_sim::Sim, count: usize| {
-        let first = sim.messages().len();
-        for k in 0..count {
-            let (a, b) = (left[(k * 7) % left.len()], right[(k * 13) % right.len()]);
-            let (from, to) = if k % 2 == 0 { (a, b) } else { (b, a) };
-            sim.send(from, to);
-            sim.run_for(std::time::Duration::from_millis(10));
-        }
-        sim.run_for(secs(10));
-        sim.delivery_of(first..sim.messages().len())
-    };
-    let during = across(&mut sim, 500);
+    let during = across(&mut sim, &left, &right, 500);
     check!(
         sim,
         during.delivered == 0,
@@ -116,11 +129,11 @@ fn a_partition_cuts_delivery_across_it_and_healing_restores_it() {
     eprintln!("within one side during the partition: {:.4}", within.rate());
     sim.apply(Action::Heal);
     sim.run_for(secs(5));
-    // Links across are black holes until a frame or close gets through, so the first
-    // seconds after healing still lose some (about 4% for this seed); then it is whole.
-    let early = across(&mut sim, 500);
+    // Links across were black holes for less than keepalive's 50 s, so they stayed; the
+    // first seconds after healing can still lose a few messages; then it is whole.
+    let early = across(&mut sim, &left, &right, 500);
     eprintln!("in the 5 s after healing: {:.4}", early.rate());
-    let healed = across(&mut sim, 500);
+    let healed = across(&mut sim, &left, &right, 500);
     check!(
         sim,
         healed.rate() >= 0.99,
@@ -129,17 +142,54 @@ fn a_partition_cuts_delivery_across_it_and_healing_restores_it() {
     );
 }
 
-fn traffic_within(
-    sim: &mut peer_relay_sim::Sim,
-    side: &[usize],
-    count: usize,
-) -> peer_relay_sim::Delivery {
+/// A partition that outlasts keepalive (30 s of silence, then 20 s more) closes every link
+/// across it, and each half forgets the other: two networks. Reach checks join them again:
+/// a peer that closed a link as unresponsive routes a `findPeers` to its bootstrap server,
+/// and a server on the other side, which cannot answer, is dialled again once the network
+/// heals; the replies over those links teach each half the other's peers near them. Without
+/// the checks the halves stay apart for good.
+#[test]
+fn after_a_long_partition_heals_the_halves_join_again() {
+    for reach_checks in [true, false] {
+        let mut config = network(13, 1_000);
+        if !reach_checks {
+            config.node.reach_check_interval = None;
+        }
+        let mut sim = converged(config);
+        let (left, right) = halves(&sim);
+        sim.apply(Action::Partition(vec![left.clone(), right.clone()]));
+        sim.run_for(secs(120));
+        check!(sim, links_across(&sim, &left) == 0, "links across stayed");
+        let within = traffic_within(&mut sim, &right, 500);
+        check!(sim, within.rate() >= 0.99, "within: {:.4}", within.rate());
+        sim.apply(Action::Heal);
+        sim.run_for(secs(120));
+        let healed = across(&mut sim, &left, &right, 500);
+        eprintln!(
+            "reach checks {reach_checks}: {:.4} across 120 s after healing, {} links across",
+            healed.rate(),
+            links_across(&sim, &left)
+        );
+        if reach_checks {
+            check!(
+                sim,
+                healed.rate() >= 0.99,
+                "after healing: {:.4}",
+                healed.rate()
+            );
+        } else {
+            check!(sim, healed.delivered == 0, "{} crossed", healed.delivered);
+        }
+    }
+}
+
+fn traffic_within(sim: &mut Sim, side: &[usize], count: usize) -> Delivery {
     let first = sim.messages().len();
     for k in 0..count {
         let from = side[(k * 31) % side.len()];
         let to = side[(k * 17 + 5) % side.len()];
         sim.send(from, to);
-        sim.run_for(std::time::Duration::from_millis(10));
+        sim.run_for(Duration::from_millis(10));
     }
     sim.run_for(secs(10));
     sim.delivery_of(first..sim.messages().len())
