@@ -57,9 +57,10 @@ pub use socket::{
     encode_payload,
 };
 
+// The reasons key the node's counters (`NodeStats::closed`, `NodeStats::dropped`).
 pub use peer_relay_core::{
-    Config, ConnectFailure, Forwarding, LinkSelection, PeerId, Routing, Sizes, Stats as NodeStats,
-    Transport,
+    CloseReason, Config, ConnectFailure, DropReason, Forwarding, LinkSelection, PeerId, Routing,
+    Sizes, Stats as NodeStats, Transport,
 };
 
 /// What the driver counts, beside the node's own [`NodeStats`].

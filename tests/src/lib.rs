@@ -48,6 +48,8 @@ pub struct Spec {
     /// peers get `--wrtc` (`@roamhq/wrtc`). Off, links are WebSockets only. Tests with it on
     /// must run in a private network namespace ([`netns`]).
     pub webrtc: bool,
+    /// Rust peers only: this config instead of the default (or `no_populate`'s).
+    pub config: Option<Config>,
 }
 
 /// What a peer reports, whichever kind it is.
@@ -177,7 +179,9 @@ impl Peer {
     }
 
     async fn start_rust(spec: &Spec) -> Peer {
-        let config = if spec.no_populate {
+        let config = if let Some(config) = &spec.config {
+            config.clone()
+        } else if spec.no_populate {
             Config {
                 link_selection: LinkSelection::NearestToSelf,
                 target_links: 1,
@@ -407,6 +411,29 @@ impl Peer {
             _ => None,
         })
         .await
+    }
+
+    /// Freezes a JS peer's process (SIGSTOP): its sockets stay open, but it answers nothing,
+    /// as a peer whose machine hung or went away without a close.
+    pub fn freeze(&self) {
+        self.signal("STOP");
+    }
+
+    /// Lets a frozen JS peer's process run again (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, name: &str) {
+        let Inner::Js(process) = &self.inner else {
+            panic!("only a JS peer's process can be signalled");
+        };
+        let pid = process.child.id().expect("the JS peer runs");
+        let status = std::process::Command::new("sh")
+            .args(["-c", &format!("kill -{name} {pid}")])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} {pid}: {status}");
     }
 
     /// The relay's counters, for a Rust peer.

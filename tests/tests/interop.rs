@@ -71,6 +71,7 @@ async fn relay(k1: Kind, k2: Kind, k3: Kind) {
         bootstrap,
         no_populate: true,
         webrtc: false,
+        config: None,
     };
     let mut c2 = Peer::start(k2, &line(vec![])).await;
     let mut c3 = Peer::start(k3, &line(vec![c2.url().to_owned()])).await;
