@@ -210,6 +210,52 @@ fn rust_peers_link_over_webrtc_by_connect() {
     });
 }
 
+/// Keepalive over WebRTC: the node probes a silent link, and the session answers from its
+/// ICE state (ICE checks the path every 2 s on its own). With a 0.4 s keepalive and nothing
+/// sent, an unanswered probe would close the link within about a second.
+#[test]
+fn an_idle_webrtc_link_stays_through_keepalive_probes() {
+    if !inside("an_idle_webrtc_link_stays_through_keepalive_probes") {
+        return;
+    }
+    runtime().block_on(async {
+        let interval = Duration::from_millis(400);
+        let quick = Config {
+            keepalive_interval: Some(interval),
+            keepalive_timeout: interval,
+            ..no_populate()
+        };
+        let hub = hub().await;
+        let mut eh = hub.events();
+        let a = serverless(&hub, quick.clone()).await;
+        let b = serverless(&hub, quick).await;
+        let (mut ea, mut eb) = (a.events(), b.events());
+        link_to(&mut ea, hub.id()).await;
+        link_to(&mut eb, hub.id()).await;
+        hub_links(&mut eh, &[a.id(), b.id()]).await;
+        a.connect(b.id()).await.unwrap();
+        assert_eq!(
+            link_to(&mut ea, b.id()).await,
+            peer_relay::Transport::WebRtc
+        );
+        link_to(&mut eb, a.id()).await;
+        tokio::time::sleep(interval * 10).await;
+        for relay in [&a, &b] {
+            let stats = relay.stats().await.unwrap();
+            assert_eq!(stats.sizes.links, 2, "hub and peer: {stats:#?}");
+            assert_eq!(
+                stats.node.closed.get(peer_relay::CloseReason::Unresponsive),
+                0
+            );
+            assert!(stats.node.keepalive_probes >= 6, "{stats:#?}");
+        }
+        direct_both_ways(&a, &mut ea, &b, &mut eb).await;
+        for relay in [a, b, hub] {
+            relay.destroy().await;
+        }
+    });
+}
+
 #[test]
 fn webrtc_timeout_falls_back_to_the_peers_websocket() {
     if !inside("webrtc_timeout_falls_back_to_the_peers_websocket") {
