@@ -231,28 +231,47 @@ fn after_thirty_percent_crash_at_once_delivery_recovers_within_thirty_seconds() 
     );
 }
 
-/// Frames per peer per second over a minute of an idle network, four minutes after it
-/// converged (when fruitless lookups have backed off as far as they go).
-fn idle_frames_per_peer_second(config: SimConfig) -> f64 {
+/// Frames and keepalive probes per peer per second over a minute of an idle network, four
+/// minutes after it converged (when fruitless lookups have backed off as far as they go),
+/// and the mean links per peer.
+fn idle_traffic_per_peer_second(config: SimConfig) -> (f64, f64, f64) {
     let mut sim = converged(config);
     sim.run_for(secs(240));
-    let before = sim.counters().frames;
+    let (frames, probes) = (sim.counters().frames, sim.counters().probes);
     sim.run_for(secs(60));
-    let frames = sim.counters().frames - before;
-    frames as f64 / 60.0 / sim.alive_count() as f64
+    let per_peer_second = |n: u64| n as f64 / 60.0 / sim.alive_count() as f64;
+    let links = (0..sim.peer_count())
+        .map(|i| sim.links_of(i))
+        .sum::<usize>() as f64
+        / sim.alive_count() as f64;
+    (
+        per_peer_second(sim.counters().frames - frames),
+        per_peer_second(sim.counters().probes - probes),
+        links,
+    )
 }
 
-/// Buckets deeper than about log2 n are empty; looking them up at every refresh was most of
-/// an idle network's traffic. Fruitless lookups back off, and what is left is the refresh's
-/// three `findPeers` to links (and their replies) every 15 s, about 0.41 frames per second
-/// (0.27 with two, before the question to a link in our deepest buckets).
+fn check_probe_bound(probes: f64, links: f64, interval: Duration) {
+    let bound = links / interval.as_secs_f64();
+    assert!(probes > 0.0, "an idle network is probed");
+    assert!(
+        probes <= bound,
+        "{probes:.3} probes per peer-second, bound {bound:.3}"
+    );
+}
+
 #[test]
 fn an_idle_network_stops_looking_up_empty_buckets() {
-    let quiet = idle_frames_per_peer_second(network(13, 1_000));
+    let (quiet, probes, links) = idle_traffic_per_peer_second(network(13, 1_000));
     let mut every_refresh = network(13, 1_000);
     every_refresh.node.lookup_retry_max = secs(0);
-    let every_refresh = idle_frames_per_peer_second(every_refresh);
+    let (every_refresh, _, _) = idle_traffic_per_peer_second(every_refresh);
     eprintln!("idle frames per peer-second: {quiet:.3} with backoff, {every_refresh:.3} without");
+    eprintln!("keepalive probes per peer-second: {probes:.3} over {links:.1} links per peer");
+    // Each end of a link probes it at most once per keepalive interval, and only when
+    // nothing else was heard on it.
+    let interval = network(13, 1_000).node.keepalive_interval.expect("on");
+    check_probe_bound(probes, links, interval);
     assert!(
         quiet < 0.45,
         "idle traffic {quiet:.3} frames per peer-second"
