@@ -183,8 +183,10 @@ pub struct Config {
     /// [`Unresponsive`](crate::CloseReason::Unresponsive). A dead link is closed between
     /// `keepalive_interval + keepalive_timeout` and that plus the probe period.
     pub keepalive_timeout: Duration,
-    /// After it closes a link as unresponsive (a peer vanished, or the network split), a
-    /// node checks that it still reaches its bootstrap servers: it routes a `findPeers` to
+    /// After it closes a link as unresponsive, or its transport loses one
+    /// ([`Input::Failed`](crate::Input::Failed): ICE gave the path up), a sign that a peer
+    /// vanished or the network split, a node checks that it still reaches its bootstrap
+    /// servers: it routes a `findPeers` to
     /// each one it has no link to, and dials the url of any that did not answer by the next
     /// check. Both halves of a split network otherwise stay apart after it heals, each a
     /// world of its own that knows nothing of the other. Checks start this long after the

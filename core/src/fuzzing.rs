@@ -206,6 +206,8 @@ pub enum Op {
     LocalSignal(u8, String),
     /// The transport showed a connection alive (a pong).
     Alive(u8),
+    /// The transport gave up on a connection (ICE failed).
+    Failed(u8),
     /// Let time pass and fire due timers.
     Advance(u16),
     /// `connect`.
@@ -359,6 +361,12 @@ impl Harness {
                 if let Some(conn) = self.conn(*c) {
                     self.node
                         .handle_input(now, Input::LocalSignal { conn, signal });
+                }
+            }
+            Op::Failed(c) => {
+                if let Some(conn) = self.conn(*c) {
+                    self.closed.insert(conn);
+                    self.node.handle_input(now, Input::Failed { conn });
                 }
             }
             Op::Alive(c) => {

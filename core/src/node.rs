@@ -77,6 +77,14 @@ pub enum Input<'a> {
         /// The connection.
         conn: ConnId,
     },
+    /// The transport gave up on an open connection without a close from the peer: the path
+    /// is gone (ICE failed its consent checks). Handled as [`Input::Closed`]; a lost link
+    /// is also a sign that the network may have split, so it starts reach checks
+    /// (`Config::reach_check_interval`), as a link closed as unresponsive does.
+    Failed {
+        /// The connection.
+        conn: ConnId,
+    },
     /// The driver's WebRTC stack produced a local signal (offer, answer or candidate) in
     /// simple-peer's JSON format, to be relayed to the session's peer.
     LocalSignal {
@@ -633,6 +641,15 @@ impl Node {
             }
             Input::Closed { conn } => {
                 if let Some(c) = self.conns.remove(&conn) {
+                    self.forget_conn(conn, c, None);
+                }
+            }
+            Input::Failed { conn } => {
+                if let Some(c) = self.conns.remove(&conn) {
+                    if matches!(c.state, ConnState::Established { .. }) {
+                        self.stats.links_failed += 1;
+                        self.start_reach_checks();
+                    }
                     self.forget_conn(conn, c, None);
                 }
             }

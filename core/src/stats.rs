@@ -186,6 +186,10 @@ pub struct Stats {
     pub links_opened: u64,
     /// Links that went down.
     pub links_closed: u64,
+    /// Of those, links the transport gave up on without a close ([`Input::Failed`]).
+    ///
+    /// [`Input::Failed`]: crate::Input::Failed
+    pub links_failed: u64,
     /// Connect attempts that failed or expired.
     pub connects_failed: u64,
     /// Offers turned down because we are at the link budget and the link would be

@@ -10,7 +10,9 @@ mod harness;
 use std::time::Duration;
 
 use harness::Net;
-use peer_relay_core::{CloseReason, Config, ConnId, Event, Input, Node, Output, Time};
+use peer_relay_core::{
+    CloseReason, Config, ConnId, Event, Input, Node, Output, PeerId, Time, wire,
+};
 use serde_json::json;
 
 const INTERVAL: Duration = Duration::from_secs(30);
@@ -227,4 +229,84 @@ fn a_bootstrap_server_out_of_reach_is_dialled_again_once_the_split_heals() {
             "node {node} linked again"
         );
     }
+}
+
+/// A node that joined through the server `seed` (the bootstrap link is up) and also holds a
+/// link from `other`; returns it with the two connections.
+fn joined(seed: PeerId, other: PeerId) -> (Node, ConnId, ConnId) {
+    let mut node = Node::with_seed(config(), 4, Time::ZERO).unwrap();
+    node.bootstrap(Time::ZERO, "ws://seed.test:1").unwrap();
+    let dial = std::iter::from_fn(|| node.poll_output())
+        .find_map(|out| match out {
+            Output::DialWebSocket { conn, .. } => Some(conn),
+            _ => None,
+        })
+        .expect("a bootstrap dial");
+    node.handle_input(Time::ZERO, Input::Opened { conn: dial });
+    let hello = wire::encode_id_handshake(&seed);
+    let frame = Input::Frame {
+        conn: dial,
+        frame: hello.as_bytes(),
+    };
+    node.handle_input(Time::ZERO, frame);
+    let other_conn = by_hand::accept_link(&mut node, &other);
+    while node.poll_output().is_some() {}
+    assert!(node.is_linked(&seed) && node.is_linked(&other));
+    (node, dial, other_conn)
+}
+
+/// Runs `node`'s timers up to `until`, its links answering every probe at once; the peers
+/// it sent `findPeers` to (by the message's final recipient) and whether it dialled a
+/// WebSocket.
+fn checks_until(node: &mut Node, until: Time) -> (Vec<PeerId>, bool) {
+    let limits = node.config().decode_limits();
+    let (mut asked, mut dialled) = (Vec::new(), false);
+    while let Some(at) = node.poll_timeout().filter(|at| *at <= until) {
+        node.handle_input(at, Input::Timeout);
+        let mut probed = Vec::new();
+        while let Some(output) = node.poll_output() {
+            match output {
+                Output::Probe { conn } => probed.push(conn),
+                Output::Transmit { frame, .. } => {
+                    let env = wire::Envelope::decode(frame.as_bytes(), &limits).unwrap();
+                    if matches!(env.payload, wire::Payload::FindPeers(_)) {
+                        asked.push(env.to);
+                    }
+                }
+                Output::DialWebSocket { .. } => dialled = true,
+                _ => {}
+            }
+        }
+        for conn in probed {
+            node.handle_input(at, Input::Alive { conn });
+        }
+    }
+    (asked, dialled)
+}
+
+#[test]
+fn a_link_the_transport_lost_starts_reach_checks_and_a_closed_one_does_not() {
+    let (seed, other) = (
+        PeerId::from_bytes([0x5e; 20]),
+        PeerId::from_bytes([0x07; 20]),
+    );
+    // ICE failed on the link to the seed: the network may have split.
+    let (mut node, to_seed, _) = joined(seed, other);
+    node.handle_input(secs(1), Input::Failed { conn: to_seed });
+    assert_eq!(node.stats().links_failed, 1);
+    assert!(!node.is_linked(&seed));
+    // 15 s later the seed is asked, through the remaining link; no answer by the next check
+    // (30 s later): its url is dialled again.
+    assert_eq!(checks_until(&mut node, secs(16)), (vec![seed], false));
+    assert_eq!(checks_until(&mut node, secs(45)), (vec![], false));
+    assert_eq!(checks_until(&mut node, secs(46)), (vec![], true));
+    assert_eq!(node.stats().reach_checks, 1);
+    assert_eq!(node.stats().reach_redials, 1);
+
+    // The same link closed by its peer: no checks.
+    let (mut node, to_seed, _) = joined(seed, other);
+    node.handle_input(secs(1), Input::Closed { conn: to_seed });
+    assert_eq!(node.stats().links_failed, 0);
+    assert_eq!(checks_until(&mut node, secs(600)), (vec![], false));
+    assert_eq!(node.stats().reach_checks, 0);
 }

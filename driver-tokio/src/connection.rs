@@ -60,8 +60,13 @@ pub(crate) enum ConnEvent {
         bytes: usize,
     },
     /// The connection ended (closed by either side, or failed). `oversize`: it ended because
-    /// the peer sent a message over the WebSocket limit (see [`ws_config`]).
-    Closed { conn: ConnId, oversize: bool },
+    /// the peer sent a message over the WebSocket limit (see [`ws_config`]). `lost`: the
+    /// transport gave up on the path (a WebRTC session whose ICE failed).
+    Closed {
+        conn: ConnId,
+        oversize: bool,
+        lost: bool,
+    },
     /// A WebRTC session produced a local signal (simple-peer's JSON form) for its peer.
     LocalSignal { conn: ConnId, signal: String },
     /// A WebRTC session's data channel opened.
@@ -440,7 +445,12 @@ async fn run<S>(
         () = write => {}
         () = deadline => tracing::debug!(%conn, "close deadline passed: socket dropped"),
     }
-    let _ = inbox.send(ConnEvent::Closed { conn, oversize }).await;
+    let closed = ConnEvent::Closed {
+        conn,
+        oversize,
+        lost: false,
+    };
+    let _ = inbox.send(closed).await;
 }
 
 /// The WebSocket close code for why the node closed a connection.

@@ -387,7 +387,11 @@ impl Driver {
                 drop(frames);
                 self.read_budget.add_permits(bytes);
             }
-            ConnEvent::Closed { conn, oversize } => {
+            ConnEvent::Closed {
+                conn,
+                oversize,
+                lost,
+            } => {
                 if oversize {
                     self.stats.oversize_closed += 1;
                 }
@@ -399,7 +403,12 @@ impl Driver {
                     }) => self.webrtc_failed(peer, ConnectFailure::WebRtcFailed),
                     Some(_) => {}
                 }
-                self.node.handle_input(now, Input::Closed { conn });
+                let input = if lost {
+                    Input::Failed { conn }
+                } else {
+                    Input::Closed { conn }
+                };
+                self.node.handle_input(now, input);
             }
             ConnEvent::LocalSignal { conn, signal } => {
                 if self.conns.contains_key(&conn) {

@@ -63,7 +63,10 @@ struct RemoteSignal {
 /// What the peer connection's callbacks report to the session task.
 enum PcEvent {
     Candidate(String),
+    /// ICE or the peer connection failed: the path is gone.
     Failed(String),
+    /// The peer connection closed.
+    Closed,
     DataChannel(Arc<dyn DataChannel>),
 }
 
@@ -97,13 +100,16 @@ impl PeerConnectionEventHandler for Handler {
     }
 
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
-        if matches!(
-            state,
-            RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed
-        ) {
-            let _ = self
-                .events
-                .send(PcEvent::Failed(format!("connection {state}")));
+        match state {
+            RTCPeerConnectionState::Failed => {
+                let _ = self
+                    .events
+                    .send(PcEvent::Failed(format!("connection {state}")));
+            }
+            RTCPeerConnectionState::Closed => {
+                let _ = self.events.send(PcEvent::Closed);
+            }
+            _ => {}
         }
     }
 
@@ -134,17 +140,31 @@ pub(crate) fn start(
             remote_candidates: 0,
             ice_up: Arc::new(AtomicBool::new(false)),
         };
-        if let Err(err) = session.run(orders, queued_bytes, read_budget).await {
-            tracing::debug!(%conn, %err, "WebRTC session ended");
-        }
+        let lost = match session.run(orders, queued_bytes, read_budget).await {
+            Ok(ending) => ending == Ending::Lost,
+            Err(err) => {
+                tracing::debug!(%conn, %err, "WebRTC session ended");
+                false
+            }
+        };
         let _ = inbox
             .send(ConnEvent::Closed {
                 conn,
                 oversize: false,
+                lost,
             })
             .await;
     };
     (handle, task)
+}
+
+/// How an open session ended without an error of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// Closed: by us, by the peer, or its channel ended.
+    Closed,
+    /// ICE or DTLS gave up on the path (the peer stopped answering consent checks).
+    Lost,
 }
 
 struct Session {
@@ -170,7 +190,7 @@ impl Session {
         mut orders: mpsc::UnboundedReceiver<Outgoing>,
         queued_bytes: Arc<AtomicUsize>,
         read_budget: Arc<Semaphore>,
-    ) -> Result<(), BoxError> {
+    ) -> Result<Ending, BoxError> {
         let (events_tx, mut events) = mpsc::unbounded_channel();
         let pc = self.build(events_tx).await?;
         let result = self
@@ -230,7 +250,7 @@ impl Session {
         events: &mut mpsc::UnboundedReceiver<PcEvent>,
         queued_bytes: &AtomicUsize,
         read_budget: &Semaphore,
-    ) -> Result<(), BoxError> {
+    ) -> Result<Ending, BoxError> {
         let mut channel = None;
         if self.initiator {
             // simple-peer's label: 40 random hex characters; ordered and reliable.
@@ -250,7 +270,7 @@ impl Session {
             };
             tokio::select! {
                 order = orders.recv() => match order {
-                    None | Some(Outgoing::Close(_)) => return Ok(()),
+                    None | Some(Outgoing::Close(_)) => return Ok(Ending::Closed),
                     Some(Outgoing::Signal(signal)) => self.remote_signal(pc, &signal).await?,
                     // The node transmits and probes only once the channel is open.
                     Some(Outgoing::Frames(frames)) => release(queued_bytes, &frames),
@@ -259,6 +279,7 @@ impl Session {
                 event = events.recv() => match event {
                     Some(PcEvent::Candidate(candidate)) => self.local_candidate(candidate).await?,
                     Some(PcEvent::Failed(why)) => return Err(why.into()),
+                    Some(PcEvent::Closed) => return Err("peer connection closed".into()),
                     // As responder, the initiator's channel, whatever its label.
                     Some(PcEvent::DataChannel(dc)) if channel.is_none() => channel = Some(dc),
                     Some(PcEvent::DataChannel(_)) | None => {}
@@ -366,7 +387,11 @@ impl Session {
         let watch = async {
             while let Some(event) = events.recv().await {
                 match event {
-                    PcEvent::Failed(why) => return why,
+                    PcEvent::Failed(why) => {
+                        tracing::debug!(%conn, %why, "WebRTC link lost");
+                        return Ok(Ending::Lost);
+                    }
+                    PcEvent::Closed => return Ok(Ending::Closed),
                     // Candidates gathered late still go out.
                     PcEvent::Candidate(candidate) => {
                         let signal = ConnEvent::LocalSignal {
@@ -374,19 +399,19 @@ impl Session {
                             signal: candidate_signal(&candidate, &mid),
                         };
                         if inbox.send(signal).await.is_err() {
-                            return "driver gone".to_owned();
+                            return Err("driver gone".into());
                         }
                     }
                     // A second channel from the peer is not ours to use.
                     PcEvent::DataChannel(_) => {}
                 }
             }
-            "peer connection gone".to_owned()
+            Err("peer connection gone".into())
         };
         tokio::select! {
-            () = read => Ok(()),
-            written = write => written,
-            why = watch => Err(why.into()),
+            () = read => Ok(Ending::Closed),
+            written = write => written.map(|()| Ending::Closed),
+            ended = watch => ended,
         }
     }
 

@@ -357,6 +357,68 @@ async fn rust_link_over_webrtc(other: Kind, initiator: Kind) {
     hub.destroy().await;
 }
 
+/// A JS peer (Node with `@roamhq/wrtc`) linked to a Rust peer over WebRTC freezes
+/// (SIGSTOP): it answers no ICE consent check, and the Rust side's ICE gives the path up (25
+/// s). The driver reports the link as lost, not closed (`Input::Failed`): the node counts it
+/// in `links_failed` and starts reach checks, since a lost path may mean a split network.
+/// The Rust peer's keepalive is off, so ICE alone decides.
+#[test]
+fn a_frozen_js_wrtc_peer_is_lost_by_ice() {
+    if !inside("a_frozen_js_wrtc_peer_is_lost_by_ice") || !js_available() {
+        return;
+    }
+    runtime().block_on(async {
+        let mut hub = Peer::start(
+            Kind::Rust,
+            &Spec {
+                server: true,
+                webrtc: true,
+                ..Spec::default()
+            },
+        )
+        .await;
+        let joining = Spec {
+            bootstrap: vec![hub.url().to_owned()],
+            no_populate: true,
+            webrtc: true,
+            ..Spec::default()
+        };
+        let ice_only = Spec {
+            config: Some(Config {
+                keepalive_interval: None,
+                ..no_populate()
+            }),
+            ..joining.clone()
+        };
+        let mut rust = Peer::start(Kind::Rust, &ice_only).await;
+        let mut js = Peer::start(Kind::Js, &joining).await;
+        rust.expect_peer(hub.id).await;
+        js.expect_peer(hub.id).await;
+        hub.expect_peer(js.id).await;
+        rust.connect(js.id).await;
+        assert_eq!(rust.expect_link(js.id).await, "webrtc");
+        js.freeze();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let stats = loop {
+            let stats = rust.stats().await.expect("a Rust peer");
+            if stats.node.links_failed > 0 {
+                break stats;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "ICE did not give the frozen peer up: {stats:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert_eq!(stats.node.links_failed, 1, "{stats:#?}");
+        assert_eq!(stats.sizes.links, 1, "only the hub is left: {stats:#?}");
+        js.thaw();
+        drop(js);
+        rust.destroy().await;
+        hub.destroy().await;
+    });
+}
+
 #[test]
 fn rust_and_js_wrtc_link_rust_initiates() {
     if !inside("rust_and_js_wrtc_link_rust_initiates") || !js_available() {
