@@ -1,7 +1,8 @@
 //! What a long partition does: the network splits into even and odd peers for SPLIT_S
-//! seconds, then heals. Past keepalive's 50 s every link across the split is closed and each
-//! half forgets the other; reach checks (`Config::reach_check_interval`) are what joins the
-//! halves again. It prints the link graph's components and the worlds (see
+//! seconds, then heals. ICE gives the WebRTC links across up 25 s in, keepalive closes the
+//! WebSocket ones after 50-60 s of silence, and each half forgets the other; reach checks
+//! (`Config::reach_check_interval`) are what joins the halves again. At the end it prints
+//! how many link ends ICE lost and keepalive closed. It prints the link graph's components and the worlds (see
 //! [`peer_relay_sim::graph`]) at the end of the split, then at marks after healing the
 //! worlds, the links across and the delivery of 1,000 messages across the former split.
 //!
@@ -88,8 +89,18 @@ fn main() {
     let (checks, redials) = stats.fold((0, 0), |(c, r), s| {
         (c + s.reach_checks, r + s.reach_redials)
     });
+    let lost: u64 = sim.nodes().map(|n| n.stats().links_failed).sum();
+    let unresponsive: u64 = sim
+        .nodes()
+        .map(|n| {
+            n.stats()
+                .closed
+                .get(peer_relay_core::CloseReason::Unresponsive)
+        })
+        .sum();
     println!(
-        "reach checks: {checks} ({} after healing), re-dials: {redials}; events: {}",
+        "links lost by ICE: {lost}, closed as unresponsive: {unresponsive}; reach checks: \
+         {checks} ({} after healing), re-dials: {redials}; events: {}",
         checks - checks_before,
         sim.counters().events
     );

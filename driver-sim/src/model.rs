@@ -115,6 +115,11 @@ pub struct NetConfig {
     /// kernel's reset for a WebSocket, ICE consent expiry for a data channel).
     #[serde(with = "micros")]
     pub crash_close_delay: Duration,
+    /// How long into a partition that cuts it a WebRTC link's ICE gives the path up (its
+    /// consent checks unanswered): each end's driver reports `Input::Failed`, unless the
+    /// partition healed first. WebSocket links across are left to the nodes' keepalive.
+    #[serde(with = "micros")]
+    pub ice_failed_timeout: Duration,
     /// Whether a frame that reaches a connection its receiver has already closed (or
     /// forgotten by restarting) resets the sender's end, as TCP and SCTP do.
     pub reset_on_stale_frames: bool,
@@ -127,6 +132,7 @@ impl Default for NetConfig {
             webrtc: WebRtcModel::default(),
             dial_timeout: Duration::from_secs(5),
             crash_close_delay: Duration::from_secs(1),
+            ice_failed_timeout: Duration::from_secs(25),
             reset_on_stale_frames: true,
         }
     }

@@ -204,6 +204,9 @@ enum Ev {
     Ping { to: Endpoint, from: Endpoint },
     /// The answer to a probe arrives back at the prober.
     Pong(Endpoint),
+    /// ICE at this end of a WebRTC link gives the path up, if the partition (of generation
+    /// `.1`) that cut it still does.
+    IceLost(Endpoint, u32),
     /// A dialled WebSocket opened at the client.
     Opened(Endpoint),
     /// A connection closed (the peer closed it, it was reset, or a dial failed).
@@ -370,6 +373,8 @@ pub struct Counters {
     pub probes: u64,
     /// Probes answered: the pong came back while the prober's connection was open.
     pub probes_answered: u64,
+    /// WebRTC link ends ICE gave up on, cut by a partition (`NetConfig::ice_failed_timeout`).
+    pub ice_failures: u64,
 }
 
 struct TrafficStream {
@@ -411,6 +416,9 @@ pub struct Sim {
     traffic: Vec<TrafficStream>,
     churn: Option<Churn>,
     churn_generation: u32,
+    /// Counts partitions and heals, so a pending [`Ev::IceLost`] of an earlier partition
+    /// does nothing.
+    partition_generation: u32,
     /// Servers in join order, for random bootstrap choices.
     servers_joined: Vec<u32>,
     alive: usize,
@@ -480,6 +488,7 @@ impl Sim {
             traffic: Vec::new(),
             churn: None,
             churn_generation: 0,
+            partition_generation: 0,
             servers_joined: Vec::new(),
             alive: 0,
             link_target,
@@ -826,6 +835,7 @@ impl Sim {
             Ev::Frame { to, from, frame } => self.on_frame(to, from, frame),
             Ev::Ping { to, from } => self.on_ping(to, from),
             Ev::Pong(at) => self.on_pong(at),
+            Ev::IceLost(at, generation) => self.on_ice_lost(at, generation),
             Ev::Opened(at) => {
                 if self.live_wire(at).is_some() {
                     self.input(at.node, Input::Opened { conn: at.conn });
@@ -957,10 +967,36 @@ impl Sim {
                 }
             }
         }
+        // ICE at each end of a WebRTC link the partition cuts gives up after its timeout.
+        let at = self.now + self.config.net.ice_failed_timeout;
+        let generation = self.partition_generation;
+        let mut lost = Vec::new();
+        for (index, peer) in self.peers.iter().enumerate() {
+            let Some(node) = peer.node.as_deref() else {
+                continue;
+            };
+            let webrtc = node
+                .links()
+                .filter(|(_, l)| l.transport == peer_relay_core::Transport::WebRtc);
+            for (_, link) in webrtc {
+                let remote = peer.wire(link.conn).and_then(|(_, w)| w.remote());
+                if remote.is_some_and(|r| !self.reachable(index as u32, r.node)) {
+                    lost.push(Endpoint {
+                        node: index as u32,
+                        incarnation: peer.incarnation,
+                        conn: link.conn,
+                    });
+                }
+            }
+        }
+        for end in lost {
+            self.queue.push(at, Ev::IceLost(end, generation));
+        }
     }
 
     /// Ends every partition.
     pub fn heal(&mut self) {
+        self.partition_generation = self.partition_generation.wrapping_add(1);
         for peer in &mut self.peers {
             peer.group = 0;
         }
@@ -1544,6 +1580,22 @@ impl Sim {
         self.input(to.node, Input::Alive { conn: to.conn });
         if let Some((prober, arrival)) = self.carry_control(to) {
             self.queue.push(arrival, Ev::Pong(prober));
+        }
+    }
+
+    /// ICE gave a WebRTC link up: the driver forgets the connection and reports it lost.
+    fn on_ice_lost(&mut self, at: Endpoint, generation: u32) {
+        if generation != self.partition_generation {
+            return;
+        }
+        let cut = self
+            .live_wire(at)
+            .and_then(WireEnd::remote)
+            .is_some_and(|r| !self.reachable(at.node, r.node));
+        if cut {
+            self.peers[at.node as usize].remove_wire(at.conn);
+            self.counters.ice_failures += 1;
+            self.input(at.node, Input::Failed { conn: at.conn });
         }
     }
 
