@@ -111,8 +111,10 @@ pub struct NetConfig {
     /// it fails. A dial to a reachable address with no server fails after one round trip.
     #[serde(with = "micros")]
     pub dial_timeout: Duration,
-    /// How long after a peer crashes its links are seen to close on the other side (the
-    /// kernel's reset for a WebSocket, ICE consent expiry for a data channel).
+    /// How long after a peer crashes its links are seen to close on the other side: a
+    /// process that dies while its host stays up (the kernel resets its TCP connections, a
+    /// closing browser tab ends its data channels). A host that vanishes silently is a
+    /// partition, which ICE (`ice_failed_timeout`) and the nodes' keepalive find out.
     #[serde(with = "micros")]
     pub crash_close_delay: Duration,
     /// How long into a partition that cuts it a WebRTC link's ICE gives the path up (its
