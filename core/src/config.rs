@@ -193,7 +193,7 @@ pub struct Config {
     /// close and repeat at doubling intervals up to `reach_check_max`. `None` never checks,
     /// as in the original.
     pub reach_check_interval: Option<Duration>,
-    /// Longest interval between reach checks.
+    /// Longest interval between reach checks (at least `reach_check_interval`).
     pub reach_check_max: Duration,
 }
 
@@ -314,8 +314,14 @@ impl Config {
         if self.refresh_interval.is_some_and(|d| d.is_zero()) {
             return fail("refresh_interval must be positive");
         }
-        if self.reach_check_interval.is_some_and(|d| d.is_zero()) {
-            return fail("reach_check_interval must be positive");
+        if let Some(interval) = self.reach_check_interval {
+            if interval.is_zero() {
+                return fail("reach_check_interval must be positive");
+            }
+            // A zero maximum would re-arm the check at the same instant forever.
+            if self.reach_check_max < interval {
+                return fail("reach_check_max must be at least reach_check_interval");
+            }
         }
         // Silence is measured in wrapping 32-bit milliseconds: the whole window must fit.
         if let Some(interval) = self.keepalive_interval {
@@ -392,6 +398,14 @@ mod tests {
             },
             Config {
                 keepalive_interval: Some(Duration::from_secs(86_400)),
+                ..Config::default()
+            },
+            Config {
+                reach_check_interval: Some(Duration::ZERO),
+                ..Config::default()
+            },
+            Config {
+                reach_check_max: Duration::ZERO,
                 ..Config::default()
             },
         ];
