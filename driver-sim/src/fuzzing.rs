@@ -52,9 +52,12 @@ pub struct Knobs {
     pub max_pending_connects: u8,
     /// `max_lookups`: 0..=7.
     pub max_lookups: u8,
-    /// `refresh_interval` in seconds, 0 for none: 0..=31.
+    /// `refresh_interval` in seconds, 0 for none: 0..=31 (the low 5 bits); the high 3 bits
+    /// set keepalive: 0 off, else `keepalive_interval` 4..=28 s and `keepalive_timeout`
+    /// 2..=14 s (in the spare bits, so committed inputs keep their layout).
     pub refresh: u8,
-    /// `max_violations`: 0..=7.
+    /// `max_violations`: 0..=7 (the low 3 bits); the high 5 bits set reach checks: 0 off,
+    /// else `reach_check_interval` 1..=31 s, `reach_check_max` four times that.
     pub max_violations: u8,
 }
 
@@ -93,6 +96,16 @@ impl Knobs {
                 s => Some(Duration::from_secs(u64::from(s))),
             },
             max_violations: u32::from(self.max_violations % 8),
+            keepalive_interval: match self.refresh >> 5 {
+                0 => None,
+                s => Some(Duration::from_secs(4 * u64::from(s))),
+            },
+            keepalive_timeout: Duration::from_secs(2 * u64::from((self.refresh >> 5).max(1))),
+            reach_check_interval: match self.max_violations >> 3 {
+                0 => None,
+                s => Some(Duration::from_secs(u64::from(s))),
+            },
+            reach_check_max: Duration::from_secs(4 * u64::from((self.max_violations >> 3).max(1))),
             ..base
         }
     }
