@@ -7,16 +7,18 @@
 //! worlds, the links across and the delivery of 1,000 messages across the former split.
 //!
 //! ```text
-//! cargo run --release -p peer-relay-sim --example long_partition [-- PEERS [SPLIT_S [SEED [CHECKS]]]]
+//! cargo run --release -p peer-relay-sim --example long_partition [-- PEERS [SPLIT_S [SEED [VARIANT]]]]
 //! ```
 //!
 //! The network has PEERS peers (2,000), 10% of them servers, random bootstrap, seed SEED
-//! (1); it is split 30 s after the last join. CHECKS `off` turns reach checks off.
+//! (1); it is split 30 s after the last join. VARIANT `off` turns reach checks off; `star`
+//! bootstraps everyone through peer 0 and `seeds` through the first four servers (every
+//! peer then has its server on one side only, and all of one half dial the same few).
 
 use std::time::Duration;
 
 use peer_relay_sim::graph::{components, links_across, peer_index, worlds};
-use peer_relay_sim::{Action, Sim, SimConfig};
+use peer_relay_sim::{Action, Bootstrap, Sim, SimConfig};
 
 const MARKS_S: [u64; 7] = [5, 15, 30, 60, 120, 300, 600];
 
@@ -37,8 +39,12 @@ fn main() {
         servers: peers / 10,
         ..SimConfig::default()
     };
-    if args.next().as_deref() == Some("off") {
-        config.node.reach_check_interval = None;
+    match args.next().as_deref() {
+        None | Some("random") => {}
+        Some("off") => config.node.reach_check_interval = None,
+        Some("star") => config.bootstrap = Bootstrap::Star,
+        Some("seeds") => config.bootstrap = Bootstrap::Seeds { count: 4 },
+        Some(other) => panic!("VARIANT: random, off, star or seeds, not {other}"),
     }
     println!(
         "{peers} peers, seed {seed}, split for {split_s} s, reach checks {}",
