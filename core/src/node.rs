@@ -2017,7 +2017,7 @@ impl Node {
             }
             self.timers.remove(&(armed, Timer::ReachCheck));
         }
-        self.reach_check = Some((at, interval * 2));
+        self.reach_check = Some((at, (interval * 2).min(self.config.reach_check_max)));
         self.arm(at, Timer::ReachCheck);
     }
 
