@@ -310,3 +310,82 @@ fn a_link_the_transport_lost_starts_reach_checks_and_a_closed_one_does_not() {
     assert_eq!(checks_until(&mut node, secs(600)), (vec![], false));
     assert_eq!(node.stats().reach_checks, 0);
 }
+
+mod timing {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// For any keepalive settings and any times the far end is heard from, the node
+        /// probes only a link silent for `keepalive_interval`, never closes one silent for
+        /// less than `keepalive_interval + keepalive_timeout`, and closes it within one sweep
+        /// period after that.
+        #[test]
+        fn probes_and_closes_follow_the_silence(
+            interval_s in 1u64..60,
+            timeout_s in 1u64..60,
+            // Gaps between the moments the link is heard from, in tenths of a second.
+            gaps in proptest::collection::vec(1u64..1_500, 0..12),
+        ) {
+            let (interval, timeout) =
+                (Duration::from_secs(interval_s), Duration::from_secs(timeout_s));
+            let period = interval.min(timeout) / 2;
+            let config = Config {
+                keepalive_interval: Some(interval),
+                keepalive_timeout: timeout,
+                refresh_interval: None,
+                ..Config::default()
+            };
+            let mut node = Node::with_seed(config, 9, Time::ZERO).unwrap();
+            let own = node.id();
+            let conn = by_hand::accept_links(&mut node, &[by_hand::in_bucket(&own, 0, 1)])[0];
+            let mut heard = Time::ZERO;
+            let mut pending: Vec<Time> = gaps
+                .iter()
+                .scan(Time::ZERO, |t, gap| {
+                    *t += Duration::from_millis(gap * 100);
+                    Some(*t)
+                })
+                .collect();
+            pending.reverse();
+            let deadline = |heard: Time| heard + (interval + timeout);
+            let mut closed_at = None;
+            while closed_at.is_none() {
+                // The next thing to happen: a timer, or the link being heard from.
+                let timer = node.poll_timeout().expect("the sweep is armed while linked");
+                match pending.last() {
+                    Some(&at) if at < timer => {
+                        pending.pop();
+                        // Heard from after the latest possible close: nothing to hear.
+                        prop_assert!(at < deadline(heard) + period, "not closed in time");
+                        node.handle_input(at, Input::Alive { conn });
+                        heard = at;
+                        continue;
+                    }
+                    _ => {}
+                }
+                node.handle_input(timer, Input::Timeout);
+                while let Some(output) = node.poll_output() {
+                    match output {
+                        Output::Probe { conn: probed } => {
+                            prop_assert_eq!(probed, conn);
+                            prop_assert!(
+                                timer.saturating_duration_since(heard) >= interval,
+                                "probed after {:?} of silence",
+                                timer.saturating_duration_since(heard)
+                            );
+                        }
+                        Output::Close { reason, .. } => {
+                            prop_assert_eq!(reason, CloseReason::Unresponsive);
+                            closed_at = Some(timer);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            let closed_at = closed_at.unwrap();
+            prop_assert!(closed_at >= deadline(heard), "closed early: {closed_at:?}");
+            prop_assert!(closed_at <= deadline(heard) + period, "closed late: {closed_at:?}");
+        }
+    }
+}
