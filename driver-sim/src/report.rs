@@ -102,6 +102,14 @@ pub struct NodeTotals {
     pub connections_refused: u64,
     /// Offers declined at the link budget (each is also a failed connect at the offerer).
     pub offers_declined: u64,
+    /// Links the transport lost without a close (ICE failed across a partition).
+    pub links_failed: u64,
+    /// Keepalive probes of silent links.
+    pub keepalive_probes: u64,
+    /// Reach checks: `findPeers` routed to a bootstrap server out of link.
+    pub reach_checks: u64,
+    /// Bootstrap urls dialled again after an unanswered reach check.
+    pub reach_redials: u64,
     /// Drops by reason label.
     pub dropped: BTreeMap<&'static str, u64>,
     /// Closes by reason label.
@@ -119,6 +127,10 @@ fn node_totals(sim: &Sim) -> NodeTotals {
         t.connects_failed += s.connects_failed;
         t.connections_refused += s.connections_refused;
         t.offers_declined += s.offers_declined;
+        t.links_failed += s.links_failed;
+        t.keepalive_probes += s.keepalive_probes;
+        t.reach_checks += s.reach_checks;
+        t.reach_redials += s.reach_redials;
         for (reason, n) in s.dropped.iter() {
             *t.dropped.entry(reason.label()).or_default() += n;
         }
