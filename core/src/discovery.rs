@@ -24,6 +24,9 @@ pub struct Candidates {
     backoffs: Backoffs,
 }
 
+/// How long a decline is remembered after its backoff ended, so the next one doubles it.
+const DECLINE_MEMORY: Duration = Duration::from_secs(60);
+
 /// Retry times (and consecutive failures) of peers whose connects failed or whose links
 /// closed, kept apart from the candidate table: a candidate evicted from a full bucket and
 /// learned again keeps its backoff, so two peers that cannot link (say, no transport in
@@ -47,13 +50,17 @@ struct Backoff {
     retry_at: Time,
     /// Consecutive failed connects.
     failures: u8,
+    /// Consecutive declined offers (the peer is alive but full).
+    declines: u8,
 }
 
 impl Backoff {
     /// Whether this entry still changes an answer at `now`: it delays a retry, or it counts
     /// failures toward the next one's backoff.
     fn matters(&self, now: Time) -> bool {
-        self.failures > 0 || self.retry_at > now
+        self.failures > 0
+            || self.retry_at > now
+            || (self.declines > 0 && now < self.retry_at + DECLINE_MEMORY)
     }
 }
 
@@ -171,8 +178,36 @@ impl Candidates {
         if failures >= Self::MAX_FAILURES {
             self.table.remove(id);
         }
-        self.backoffs
-            .insert(*id, Backoff { retry_at, failures }, now);
+        let declines = 0;
+        self.backoffs.insert(
+            *id,
+            Backoff {
+                retry_at,
+                failures,
+                declines,
+            },
+            now,
+        );
+    }
+
+    /// `id` declined our offer: it is alive but full. Left alone for `base`, doubled per
+    /// decline in a row (up to 16 x): a full peer that declined is likely to decline again,
+    /// and a joiner whose nearest candidates are all full must move past them.
+    pub fn declined(&mut self, id: &PeerId, now: Time, base: Duration) {
+        // Alive, so its failures (if any) no longer count.
+        let declines = self
+            .backoffs
+            .get(id)
+            .filter(|b| b.matters(now))
+            .map_or(0, |b| b.declines)
+            .saturating_add(1);
+        let retry_at = now + base * (1u32 << u32::from(declines.min(5) - 1));
+        let backoff = Backoff {
+            retry_at,
+            failures: 0,
+            declines,
+        };
+        self.backoffs.insert(*id, backoff, now);
     }
 
     /// A link to `id` closed. The peer may be gone or may just have shed the link (a budget
@@ -181,6 +216,7 @@ impl Candidates {
         let backoff = Backoff {
             retry_at: now + base,
             failures: 0,
+            declines: 0,
         };
         self.backoffs.insert(*id, backoff, now);
     }
@@ -541,6 +577,42 @@ mod tests {
         assert!(c.ready(&a, now + Duration::from_secs(5)));
         c.connected(&a);
         assert_eq!(c.backoffs(), 0);
+    }
+
+    #[test]
+    fn declines_in_a_row_double_the_wait_and_are_forgotten_a_minute_after() {
+        let me = id(0, 0);
+        let mut c = Candidates::new(me, 20, true, 64);
+        let full = id(0x80, 1);
+        let base = Duration::from_secs(10);
+        let secs = |s: u64| Time::from_millis(s * 1_000);
+        c.declined(&full, secs(0), base);
+        assert!(!c.ready(&full, secs(9)) && c.ready(&full, secs(10)));
+        // Offered again as soon as allowed, declined again: 20 s, then 40, 80, 160, 160.
+        let mut at = 10;
+        for wait in [20, 40, 80, 160, 160] {
+            c.declined(&full, secs(at), base);
+            assert!(
+                !c.ready(&full, secs(at + wait - 1)),
+                "{wait} s after {at} s"
+            );
+            assert!(c.ready(&full, secs(at + wait)), "{wait} s after {at} s");
+            at += wait;
+        }
+        // A decline long after the last one's wait ended starts over at the base.
+        let later = at + 160 + 61;
+        c.forget_stale_backoffs(secs(later));
+        assert_eq!(c.backoffs(), 0, "nothing left to remember");
+        c.declined(&full, secs(later), base);
+        assert!(c.ready(&full, secs(later + 10)));
+        // A decline says the peer is alive: earlier failures no longer count.
+        let flaky = id(0x80, 2);
+        for _ in 0..3 {
+            c.connect_failed(&flaky, secs(0), base);
+        }
+        c.declined(&flaky, secs(100), base);
+        c.connect_failed(&flaky, secs(200), base);
+        assert!(c.ready(&flaky, secs(210)), "a first failure again: 10 s");
     }
 
     #[test]

@@ -1564,7 +1564,7 @@ impl Node {
             // backoff table turns over, and a growing network sees dozens of declines per
             // peer); it is left alone for twice the retry backoff.
             self.candidates
-                .link_closed(&peer, self.now, self.config.connect_retry_backoff * 2);
+                .declined(&peer, self.now, self.config.connect_retry_backoff * 2);
         } else {
             self.candidates
                 .connect_failed(&peer, self.now, self.config.connect_retry_backoff);
