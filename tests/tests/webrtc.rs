@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use peer_relay::{Config, ConnectFailure, Event, Events, LinkSelection, Options, PeerRelay};
+use peer_relay::{
+    CloseReason, Config, ConnectFailure, Event, Events, LinkSelection, Options, PeerRelay,
+};
 use peer_relay_interop::netns::{inside, runtime};
 use peer_relay_interop::{Kind, Peer, Spec, WAIT, browser_available, js_available};
 use serde_json::json;
@@ -243,10 +245,7 @@ fn an_idle_webrtc_link_stays_through_keepalive_probes() {
         for relay in [&a, &b] {
             let stats = relay.stats().await.unwrap();
             assert_eq!(stats.sizes.links, 2, "hub and peer: {stats:#?}");
-            assert_eq!(
-                stats.node.closed.get(peer_relay::CloseReason::Unresponsive),
-                0
-            );
+            assert_eq!(stats.node.closed.get(CloseReason::Unresponsive), 0);
             assert!(stats.node.keepalive_probes >= 6, "{stats:#?}");
         }
         direct_both_ways(&a, &mut ea, &b, &mut eb).await;
@@ -433,6 +432,80 @@ fn rust_and_js_wrtc_link_js_initiates() {
         return;
     }
     runtime().block_on(rust_link_over_webrtc(Kind::Js, Kind::Js));
+}
+
+/// Keepalive with the original's browser bundle in Chromium: the page's WebSocket to a Rust
+/// hub with a 0.4 s keepalive sends nothing after joining, yet the link stays, since
+/// Chromium answers the hub's pings by itself; then the page links to a Rust peer (0.4 s
+/// keepalive too) over WebRTC, and that idle link stays as well, each probe answered from
+/// the ICE state, whose consent checks Chromium answers.
+#[test]
+fn chromium_links_stay_through_keepalive_probes() {
+    if !inside("chromium_links_stay_through_keepalive_probes") || !browser_available() {
+        return;
+    }
+    runtime().block_on(async {
+        let interval = Duration::from_millis(400);
+        let quick = Config {
+            keepalive_interval: Some(interval),
+            keepalive_timeout: interval,
+            ..no_populate()
+        };
+        let mut hub = Peer::start(
+            Kind::Rust,
+            &Spec {
+                server: true,
+                webrtc: true,
+                config: Some(quick.clone()),
+                ..Spec::default()
+            },
+        )
+        .await;
+        let joining = Spec {
+            bootstrap: vec![hub.url().to_owned()],
+            no_populate: true,
+            webrtc: true,
+            ..Spec::default()
+        };
+        let mut page = Peer::start(Kind::Browser, &joining).await;
+        hub.expect_peer(page.id).await;
+        tokio::time::sleep(interval * 10).await;
+        let stats = hub.stats().await.expect("a Rust peer");
+        assert_eq!(
+            stats.sizes.links, 1,
+            "the page's WebSocket stays: {stats:#?}"
+        );
+        assert_eq!(stats.node.closed.get(CloseReason::Unresponsive), 0);
+        assert!(stats.node.keepalive_probes >= 3, "{stats:#?}");
+        let rust_spec = Spec {
+            config: Some(quick),
+            ..joining.clone()
+        };
+        let mut rust = Peer::start(Kind::Rust, &rust_spec).await;
+        rust.expect_peer(hub.id).await;
+        rust.connect(page.id).await;
+        assert_eq!(rust.expect_link(page.id).await, "webrtc");
+        assert_eq!(page.expect_link(rust.id).await, "webrtc");
+        let before = rust
+            .stats()
+            .await
+            .expect("a Rust peer")
+            .node
+            .keepalive_probes;
+        tokio::time::sleep(interval * 10).await;
+        let stats = rust.stats().await.expect("a Rust peer");
+        assert_eq!(stats.sizes.links, 2, "hub and page: {stats:#?}");
+        assert_eq!(stats.node.closed.get(CloseReason::Unresponsive), 0);
+        assert!(stats.node.keepalive_probes >= before + 6, "{stats:#?}");
+        rust.send(page.id, &json!("still there")).await;
+        assert_eq!(
+            page.expect_routed_message(rust.id).await,
+            (json!("still there"), Some(1))
+        );
+        page.destroy().await;
+        rust.destroy().await;
+        hub.destroy().await;
+    });
 }
 
 #[test]
