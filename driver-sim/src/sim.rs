@@ -232,6 +232,18 @@ enum Ev {
     ChurnLeave(u32),
 }
 
+/// Why something sent on a connection did not travel.
+enum Cut {
+    /// The simulator carries no such connection (a bug if it happens to a frame).
+    Unroutable,
+    /// Sender and receiver are in different partition groups.
+    Partitioned,
+    /// The frame filter dropped it.
+    Filtered,
+    /// The loss model dropped it.
+    Lost,
+}
+
 /// A scenario step, applied at a virtual time with [`Sim::at`] (or at once with
 /// [`Sim::apply`]).
 #[derive(Debug, Clone, PartialEq)]
@@ -1492,32 +1504,19 @@ impl Sim {
         if is_user_frame(&frame) {
             self.counters.user_frames += 1;
         }
-        let Some((at, wire)) = self.peers[from.node as usize].wire(from.conn) else {
-            self.counters.frames_unroutable += 1;
-            return;
-        };
-        let wire = *wire;
-        let Some(to) = wire.remote() else {
-            self.counters.frames_unroutable += 1;
-            return;
-        };
-        if !self.reachable(from.node, to.node) {
-            self.counters.frames_partitioned += 1;
-            return;
-        }
-        if let Some(filter) = &mut self.frame_filter {
-            if !filter(from.node as PeerIndex, to.node as PeerIndex, &frame) {
-                self.counters.frames_filtered += 1;
+        let (to, arrival, model) = match self.carry(from, Some(&frame)) {
+            Ok(carried) => carried,
+            Err(cut) => {
+                let counter = match cut {
+                    Cut::Unroutable => &mut self.counters.frames_unroutable,
+                    Cut::Partitioned => &mut self.counters.frames_partitioned,
+                    Cut::Filtered => &mut self.counters.frames_filtered,
+                    Cut::Lost => &mut self.counters.frames_lost,
+                };
+                *counter += 1;
                 return;
             }
-        }
-        let model = self.egress_model(from.node, to.node);
-        if self.net_rng.chance(model.loss) {
-            self.counters.frames_lost += 1;
-            return;
-        }
-        let arrival = (self.now + model.sample_delay(&mut self.net_rng)).max(wire.last_arrival);
-        self.peers[from.node as usize].wires[at].last_arrival = arrival;
+        };
         if self.net_rng.chance(model.duplicate) {
             self.counters.frames_duplicated += 1;
             let copy = frame.clone();
@@ -1533,23 +1532,43 @@ impl Sim {
         self.queue.push(arrival, Ev::Frame { to, from, frame });
     }
 
-    /// Where a transport control message (a ping or pong) sent on `from`'s connection
-    /// arrives, and when: like a frame it is cut by partitions, lost by the loss model and
-    /// kept in order behind the frames before it, but never duplicated or filtered.
-    fn carry_control(&mut self, from: Endpoint) -> Option<(Endpoint, Time)> {
-        let (at, wire) = self.peers[from.node as usize].wire(from.conn)?;
+    /// Where something sent on `from`'s connection arrives, when, and under which link
+    /// model: it is cut by partitions and lost by the loss model, and kept in order behind
+    /// what was sent before it. A frame (`Some`) also passes the frame filter; a transport
+    /// control message (a ping or pong, `None`) does not.
+    fn carry(
+        &mut self,
+        from: Endpoint,
+        frame: Option<&str>,
+    ) -> Result<(Endpoint, Time, LinkModel), Cut> {
+        let (at, wire) = self.peers[from.node as usize]
+            .wire(from.conn)
+            .ok_or(Cut::Unroutable)?;
         let wire = *wire;
-        let to = wire.remote()?;
+        let to = wire.remote().ok_or(Cut::Unroutable)?;
         if !self.reachable(from.node, to.node) {
-            return None;
+            return Err(Cut::Partitioned);
+        }
+        if let (Some(filter), Some(frame)) = (&mut self.frame_filter, frame) {
+            if !filter(from.node as PeerIndex, to.node as PeerIndex, frame) {
+                return Err(Cut::Filtered);
+            }
         }
         let model = self.egress_model(from.node, to.node);
         if self.net_rng.chance(model.loss) {
-            return None;
+            return Err(Cut::Lost);
         }
         let arrival = (self.now + model.sample_delay(&mut self.net_rng)).max(wire.last_arrival);
         self.peers[from.node as usize].wires[at].last_arrival = arrival;
-        Some((to, arrival))
+        Ok((to, arrival, model))
+    }
+
+    /// Where a ping or pong sent on `from`'s connection arrives, and when (see
+    /// [`Sim::carry`]; never duplicated).
+    fn carry_control(&mut self, from: Endpoint) -> Option<(Endpoint, Time)> {
+        self.carry(from, None)
+            .ok()
+            .map(|(to, arrival, _)| (to, arrival))
     }
 
     /// Whether `to` is still open for what `from` sent; if not, answers as the receiver's
