@@ -2,12 +2,11 @@
 //! bootstrap through a server that is not in the network yet would otherwise form an
 //! overlay of their own with it.
 
-#[allow(dead_code)] // Helpers shared by several test files; this one needs only some.
 mod by_hand;
 
 use std::time::Duration;
 
-use peer_relay_core::{Config, Error, Input, Node, Output, PeerId, Time, wire};
+use peer_relay_core::{Config, Error, Input, Node, PeerId, Time};
 
 const SEED_URL: &str = "ws://seed.example:8000";
 
@@ -21,13 +20,7 @@ fn ms(millis: u64) -> Time {
 
 /// Bootstraps `node` at time zero and returns the connection of its bootstrap dial.
 fn bootstrap(node: &mut Node) -> peer_relay_core::ConnId {
-    node.bootstrap(Time::ZERO, SEED_URL).unwrap();
-    std::iter::from_fn(|| node.poll_output())
-        .find_map(|out| match out {
-            Output::DialWebSocket { conn, .. } => Some(conn),
-            _ => None,
-        })
-        .expect("a bootstrap dial")
+    by_hand::bootstrap_dial(node, SEED_URL)
 }
 
 #[test]
@@ -51,14 +44,7 @@ fn its_first_link_ends_the_hold() {
     // The seed answers the dial and identifies itself: the joiner is in the network.
     let seed = PeerId::from_bytes([0x5e; 20]);
     joiner.handle_input(ms(20), Input::Opened { conn: dial });
-    let hello = wire::encode_id_handshake(&seed);
-    joiner.handle_input(
-        ms(40),
-        Input::Frame {
-            conn: dial,
-            frame: hello.as_bytes(),
-        },
-    );
+    by_hand::identify(&mut joiner, ms(40), dial, &seed);
     assert!(joiner.is_linked(&seed));
     assert!(joiner.accept(ms(50)).is_ok());
     assert_eq!(joiner.stats().connections_refused, 0);

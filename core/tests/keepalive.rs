@@ -3,7 +3,6 @@
 //! without a close (power lost, network gone, process frozen) would otherwise stay a link,
 //! and a black hole for everything routed over it.
 
-#[allow(dead_code)] // Helpers shared by several test files; this one needs only some.
 mod by_hand;
 mod harness;
 
@@ -123,17 +122,33 @@ fn without_keepalive_a_silent_link_stays_forever_as_in_the_original() {
     assert!(Config::original().keepalive_interval.is_none());
 }
 
+/// Fires `node`'s timers up to `until`; every output, in order. With `answer_probes` each
+/// probed link answers at once (`Input::Alive` at the probe's time).
+fn timer_outputs(node: &mut Node, until: Time, answer_probes: bool) -> Vec<Output> {
+    let mut outputs = Vec::new();
+    while let Some(at) = node.poll_timeout().filter(|at| *at <= until) {
+        node.handle_input(at, Input::Timeout);
+        let first = outputs.len();
+        outputs.extend(std::iter::from_fn(|| node.poll_output()));
+        if answer_probes {
+            for output in &outputs[first..] {
+                if let Output::Probe { conn } = output {
+                    node.handle_input(at, Input::Alive { conn: *conn });
+                }
+            }
+        }
+    }
+    outputs
+}
+
 /// Drives `node`'s timers up to `until`, returning the connections it probed and closed.
 fn run_timers(node: &mut Node, until: Time) -> (Vec<ConnId>, Vec<(ConnId, CloseReason)>) {
     let (mut probed, mut closed) = (Vec::new(), Vec::new());
-    while let Some(at) = node.poll_timeout().filter(|at| *at <= until) {
-        node.handle_input(at, Input::Timeout);
-        while let Some(output) = node.poll_output() {
-            match output {
-                Output::Probe { conn } => probed.push(conn),
-                Output::Close { conn, reason } => closed.push((conn, reason)),
-                _ => {}
-            }
+    for output in timer_outputs(node, until, false) {
+        match output {
+            Output::Probe { conn } => probed.push(conn),
+            Output::Close { conn, reason } => closed.push((conn, reason)),
+            _ => {}
         }
     }
     (probed, closed)
@@ -235,20 +250,9 @@ fn a_bootstrap_server_out_of_reach_is_dialled_again_once_the_split_heals() {
 /// link from `other`; returns it with the two connections.
 fn joined(seed: PeerId, other: PeerId) -> (Node, ConnId, ConnId) {
     let mut node = Node::with_seed(config(), 4, Time::ZERO).unwrap();
-    node.bootstrap(Time::ZERO, "ws://seed.test:1").unwrap();
-    let dial = std::iter::from_fn(|| node.poll_output())
-        .find_map(|out| match out {
-            Output::DialWebSocket { conn, .. } => Some(conn),
-            _ => None,
-        })
-        .expect("a bootstrap dial");
+    let dial = by_hand::bootstrap_dial(&mut node, "ws://seed.test:1");
     node.handle_input(Time::ZERO, Input::Opened { conn: dial });
-    let hello = wire::encode_id_handshake(&seed);
-    let frame = Input::Frame {
-        conn: dial,
-        frame: hello.as_bytes(),
-    };
-    node.handle_input(Time::ZERO, frame);
+    by_hand::identify(&mut node, Time::ZERO, dial, &seed);
     let other_conn = by_hand::accept_link(&mut node, &other);
     while node.poll_output().is_some() {}
     assert!(node.is_linked(&seed) && node.is_linked(&other));
@@ -261,24 +265,16 @@ fn joined(seed: PeerId, other: PeerId) -> (Node, ConnId, ConnId) {
 fn checks_until(node: &mut Node, until: Time) -> (Vec<PeerId>, bool) {
     let limits = node.config().decode_limits();
     let (mut asked, mut dialled) = (Vec::new(), false);
-    while let Some(at) = node.poll_timeout().filter(|at| *at <= until) {
-        node.handle_input(at, Input::Timeout);
-        let mut probed = Vec::new();
-        while let Some(output) = node.poll_output() {
-            match output {
-                Output::Probe { conn } => probed.push(conn),
-                Output::Transmit { frame, .. } => {
-                    let env = wire::Envelope::decode(frame.as_bytes(), &limits).unwrap();
-                    if matches!(env.payload, wire::Payload::FindPeers(_)) {
-                        asked.push(env.to);
-                    }
+    for output in timer_outputs(node, until, true) {
+        match output {
+            Output::Transmit { frame, .. } => {
+                let env = wire::Envelope::decode(frame.as_bytes(), &limits).unwrap();
+                if matches!(env.payload, wire::Payload::FindPeers(_)) {
+                    asked.push(env.to);
                 }
-                Output::DialWebSocket { .. } => dialled = true,
-                _ => {}
             }
-        }
-        for conn in probed {
-            node.handle_input(at, Input::Alive { conn });
+            Output::DialWebSocket { .. } => dialled = true,
+            _ => {}
         }
     }
     (asked, dialled)

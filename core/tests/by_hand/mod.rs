@@ -1,6 +1,9 @@
 //! Helpers for tests that drive a single `Node` by hand.
 
-use peer_relay_core::{ConnId, Input, Node, PeerId, Time, wire};
+// Shared by several test files; each needs only some.
+#![allow(dead_code)]
+
+use peer_relay_core::{ConnId, Input, Node, Output, PeerId, Time, wire};
 
 /// Gives `node` inbound links from `peers` (each connection accepted and identified by its
 /// id handshake) and drains its outputs.
@@ -14,15 +17,29 @@ pub fn accept_links(node: &mut Node, peers: &[PeerId]) -> Vec<ConnId> {
 /// leaving the outputs to the caller.
 pub fn accept_link(node: &mut Node, peer: &PeerId) -> ConnId {
     let conn = node.accept(Time::ZERO).unwrap();
-    let hello = wire::encode_id_handshake(peer);
-    node.handle_input(
-        Time::ZERO,
-        Input::Frame {
-            conn,
-            frame: hello.as_bytes(),
-        },
-    );
+    identify(node, Time::ZERO, conn, peer);
     conn
+}
+
+/// Feeds `peer`'s id handshake to `node` on `conn`.
+pub fn identify(node: &mut Node, now: Time, conn: ConnId, peer: &PeerId) {
+    let hello = wire::encode_id_handshake(peer);
+    let frame = Input::Frame {
+        conn,
+        frame: hello.as_bytes(),
+    };
+    node.handle_input(now, frame);
+}
+
+/// Gives `node` the bootstrap `url` at time zero; the connection of the dial it starts.
+pub fn bootstrap_dial(node: &mut Node, url: &str) -> ConnId {
+    node.bootstrap(Time::ZERO, url).unwrap();
+    std::iter::from_fn(|| node.poll_output())
+        .find_map(|out| match out {
+            Output::DialWebSocket { conn, .. } => Some(conn),
+            _ => None,
+        })
+        .expect("a bootstrap dial")
 }
 
 /// A peer whose id shares exactly `bucket` leading bits with `own` (`bucket` < 152), told
