@@ -296,27 +296,37 @@ fn webrtc_timeout_falls_back_to_the_peers_websocket() {
     });
 }
 
+/// A Rust hub for [`Peer`] tests: it serves WebSockets and links over WebRTC; `config`
+/// instead of the default, if given.
+async fn webrtc_hub(config: Option<Config>) -> Peer {
+    let spec = Spec {
+        server: true,
+        webrtc: true,
+        config,
+        ..Spec::default()
+    };
+    Peer::start(Kind::Rust, &spec).await
+}
+
+/// A peer without a server that joins through `hub`, links over WebRTC where it can, and
+/// links nothing by itself beyond its first link.
+fn serverless_spec(hub: &Peer) -> Spec {
+    Spec {
+        bootstrap: vec![hub.url().to_owned()],
+        no_populate: true,
+        webrtc: true,
+        ..Spec::default()
+    }
+}
+
 /// A Rust peer and `other` (the JS original in Node with `@roamhq/wrtc`, or its bundle in
 /// Chromium, whose addresses hide behind mDNS `.local` candidates that the Rust side
 /// resolves), both without servers, joined through a Rust hub; `initiator` sends the
 /// handshake-offer, so it creates the WebRTC offer. They link over WebRTC and messages go
 /// both ways directly.
 async fn rust_link_over_webrtc(other: Kind, initiator: Kind) {
-    let mut hub = Peer::start(
-        Kind::Rust,
-        &Spec {
-            server: true,
-            webrtc: true,
-            ..Spec::default()
-        },
-    )
-    .await;
-    let joining = Spec {
-        bootstrap: vec![hub.url().to_owned()],
-        no_populate: true,
-        webrtc: true,
-        ..Spec::default()
-    };
+    let mut hub = webrtc_hub(None).await;
+    let joining = serverless_spec(&hub);
     let mut rust = Peer::start(Kind::Rust, &joining).await;
     let mut peer = Peer::start(other, &joining).await;
     rust.expect_peer(hub.id).await;
@@ -367,21 +377,8 @@ fn a_frozen_js_wrtc_peer_is_lost_by_ice() {
         return;
     }
     runtime().block_on(async {
-        let mut hub = Peer::start(
-            Kind::Rust,
-            &Spec {
-                server: true,
-                webrtc: true,
-                ..Spec::default()
-            },
-        )
-        .await;
-        let joining = Spec {
-            bootstrap: vec![hub.url().to_owned()],
-            no_populate: true,
-            webrtc: true,
-            ..Spec::default()
-        };
+        let mut hub = webrtc_hub(None).await;
+        let joining = serverless_spec(&hub);
         let ice_only = Spec {
             config: Some(Config {
                 keepalive_interval: None,
@@ -451,22 +448,8 @@ fn chromium_links_stay_through_keepalive_probes() {
             keepalive_timeout: interval,
             ..no_populate()
         };
-        let mut hub = Peer::start(
-            Kind::Rust,
-            &Spec {
-                server: true,
-                webrtc: true,
-                config: Some(quick.clone()),
-                ..Spec::default()
-            },
-        )
-        .await;
-        let joining = Spec {
-            bootstrap: vec![hub.url().to_owned()],
-            no_populate: true,
-            webrtc: true,
-            ..Spec::default()
-        };
+        let mut hub = webrtc_hub(Some(quick.clone())).await;
+        let joining = serverless_spec(&hub);
         let mut page = Peer::start(Kind::Browser, &joining).await;
         hub.expect_peer(page.id).await;
         tokio::time::sleep(interval * 10).await;
