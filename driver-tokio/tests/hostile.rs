@@ -6,6 +6,8 @@
 //! with this test binary's counting allocator and checked against the bound that follows from
 //! the hub's config.
 
+mod common;
+
 use std::alloc::System;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,14 +23,13 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use common::{WAIT, stats_until};
+
 #[global_allocator]
 static ALLOCATOR: Cap<System> = Cap::new(System, usize::MAX);
 
 /// The tests run one at a time: the flood test measures the whole process's heap.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// Longest wait for any one expected outcome; a failing test fails here instead of hanging.
-const WAIT: Duration = Duration::from_secs(20);
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -111,22 +112,6 @@ async fn expect<T>(
         Ok(Some(found)) => found,
         Ok(None) => panic!("event stream ended while waiting for {what}"),
         Err(_) => panic!("no {what} within {WAIT:?}"),
-    }
-}
-
-/// Polls the node's stats until `done` holds; the stats at that point.
-async fn stats_until(node: &PeerRelay, what: &str, done: impl Fn(&Stats) -> bool) -> Stats {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let stats = node.stats().await.expect("node is up");
-        if done(&stats) {
-            return stats;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: not within {WAIT:?}; stats: {stats:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

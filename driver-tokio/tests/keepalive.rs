@@ -4,6 +4,8 @@
 //! itself (tungstenite, the JS `ws` package and browsers all pong), so an idle link stays;
 //! a peer that stopped (frozen, or gone without a close) is dropped, and so is its socket.
 
+mod common;
+
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -15,8 +17,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-/// Longest wait for any one expected outcome; a failing test fails here instead of hanging.
-const WAIT: Duration = Duration::from_secs(20);
+use common::{WAIT, stats_until};
+
 const INTERVAL: Duration = Duration::from_millis(400);
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -46,22 +48,6 @@ async fn start(port: Option<u16>, bootstrap: Vec<String>) -> PeerRelay {
 
 async fn stats(node: &PeerRelay) -> Stats {
     node.stats().await.expect("node is up")
-}
-
-/// Polls the node's stats until `done` holds; the stats at that point.
-async fn stats_until(node: &PeerRelay, what: &str, done: impl Fn(&Stats) -> bool) -> Stats {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let stats = stats(node).await;
-        if done(&stats) {
-            return stats;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: not within {WAIT:?}; stats: {stats:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 async fn linked(events: &mut Events, peer: PeerId) {
