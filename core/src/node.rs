@@ -639,20 +639,8 @@ impl Node {
                     self.drop_frame(conn, DropReason::Binary);
                 }
             }
-            Input::Closed { conn } => {
-                if let Some(c) = self.conns.remove(&conn) {
-                    self.forget_conn(conn, c, None);
-                }
-            }
-            Input::Failed { conn } => {
-                if let Some(c) = self.conns.remove(&conn) {
-                    if matches!(c.state, ConnState::Established { .. }) {
-                        self.stats.links_failed += 1;
-                        self.start_reach_checks();
-                    }
-                    self.forget_conn(conn, c, None);
-                }
-            }
+            Input::Closed { conn } => self.on_closed(conn, false),
+            Input::Failed { conn } => self.on_closed(conn, true),
             Input::LocalSignal { conn, signal } => self.on_local_signal(conn, signal),
             Input::Alive { conn } => {
                 if let Some(Connection {
@@ -684,6 +672,18 @@ impl Node {
         let conn = self.new_conn(Transport::WebSocket, state, false, None);
         self.on_ws_open(conn, None);
         Ok(conn)
+    }
+
+    /// The driver reports `conn` gone; `lost`: its transport gave up on an open path.
+    fn on_closed(&mut self, conn: ConnId, lost: bool) {
+        let Some(c) = self.conns.remove(&conn) else {
+            return;
+        };
+        if lost && matches!(c.state, ConnState::Established { .. }) {
+            self.stats.links_failed += 1;
+            self.start_reach_checks();
+        }
+        self.forget_conn(conn, c, None);
     }
 
     fn advance(&mut self, now: Time) {
