@@ -30,6 +30,11 @@ pub fn shrink_slack<T>(vec: &mut Vec<T>) {
 
 /// A sorted map (a [`LiteMap`] over a `Vec`) with compact growth; reads go through `Deref`.
 #[derive(Debug, Clone)]
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(
+    feature = "snapshot",
+    serde(bound(deserialize = "K: Ord + serde::Deserialize<'de>, V: serde::Deserialize<'de>"))
+)]
 pub(crate) struct CompactMap<K, V>(LiteMap<K, V>);
 
 impl<K: Ord, V> CompactMap<K, V> {
@@ -137,6 +142,7 @@ impl<K, V> Deref for CompactMap<K, V> {
 /// is taken from the end in O(1); insert and remove are a binary search and a shift. A node
 /// arms a handful of timers, and a `BTreeSet`'s first leaf alone is room for eleven.
 #[derive(Debug, Clone)]
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 pub(crate) struct CompactSet<T>(Vec<T>);
 
 impl<T: Ord> CompactSet<T> {

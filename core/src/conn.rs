@@ -16,6 +16,7 @@ use crate::time::Time;
 /// Never zero, so an `Option<ConnId>` (a link's spare, a connect's session) takes no more
 /// room than the id. Serialized as its number.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[cfg_attr(feature = "snapshot", derive(serde::Deserialize))]
 pub struct ConnId(NonZeroU64);
 
 impl ConnId {
@@ -48,6 +49,7 @@ impl fmt::Display for ConnId {
 /// The transport a connection runs over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "snapshot", derive(serde::Deserialize))]
 pub enum Transport {
     /// A WebSocket, dialled or accepted.
     WebSocket,
@@ -66,6 +68,7 @@ impl fmt::Display for Transport {
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 pub(crate) enum ConnState {
     /// We asked the driver to dial a WebSocket (or it handed us an accepted one); waiting
     /// for it to open. `connect` is the peer whose connect attempt dialled it (not a
@@ -107,6 +110,7 @@ pub(crate) fn heard_stamp(now: Time) -> u32 {
 
 /// One connection.
 #[derive(Debug, Clone)]
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 pub(crate) struct Connection {
     pub transport: Transport,
     pub state: ConnState,
@@ -121,6 +125,7 @@ pub(crate) struct Connection {
 
 /// An established link to a peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 pub struct Link {
     /// The connection we send on.
     pub conn: ConnId,
@@ -141,6 +146,7 @@ pub struct Link {
 
 /// Which side of the offer/answer exchange we are on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 pub(crate) enum Role {
     /// We sent `handshake-offer`.
     Offered,
@@ -150,6 +156,7 @@ pub(crate) enum Role {
 
 /// A connect attempt in flight.
 #[derive(Debug, Clone)]
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 pub(crate) struct Pending {
     pub deadline: Time,
     pub role: Role,

@@ -18,6 +18,7 @@ use crate::time::Time;
 /// The table holds bare ids (20 bytes each: it is most of an idle node's memory); the few
 /// peers with a retry time are in `Backoffs`.
 #[derive(Debug, Clone)]
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 pub struct Candidates {
     table: KBucket<()>,
     evict_stale: bool,
@@ -38,6 +39,7 @@ const DECLINE_MEMORY: Duration = Duration::from_secs(60);
 /// Each generation is a sorted vector ([`CompactMap`]): an idle node remembers a handful of
 /// backoffs, and a B-tree's first leaf alone is room for eleven.
 #[derive(Debug, Clone)]
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 struct Backoffs {
     current: CompactMap<PeerId, Backoff>,
     previous: CompactMap<PeerId, Backoff>,
@@ -45,6 +47,7 @@ struct Backoffs {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 struct Backoff {
     /// Do not try to connect before this time.
     retry_at: Time,
@@ -374,6 +377,7 @@ pub const LOOKUP_STEPS: usize = 3;
 /// A bucket lookup in progress: we asked `asked.last()` for the peers it knows nearest to
 /// `target`, a random id in our XOR-distance bucket `bucket`.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 pub struct Lookup {
     /// The id we look for peers near.
     pub target: PeerId,
@@ -397,6 +401,7 @@ pub struct Lookup {
 /// interval, doubled per fruitless lookup up to `Config::lookup_retry_max`. A link in the
 /// bucket ends its quiet at once. At most one entry per bucket (161).
 #[derive(Debug, Clone)]
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 pub struct Lookups {
     active: Vec<Lookup>,
     max: usize,
@@ -405,6 +410,7 @@ pub struct Lookups {
 
 /// A bucket whose lookups found no one to link, and when it may be looked up again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 struct QuietBucket {
     bucket: u8,
     /// Fruitless lookups in a row.

@@ -251,41 +251,102 @@ struct Harness {
     handshake_sent: BTreeSet<ConnId>,
     websocket: BTreeSet<ConnId>,
     closed: BTreeSet<ConnId>,
+    /// Every output drained, when a comparison needs them.
+    log: Option<Vec<Output>>,
 }
 
 /// Runs a script, checking every invariant after every step.
 pub fn run_script(script: &NodeScript) {
-    let config = script.preset.config();
-    let node = Node::with_seed(config.clone(), script.seed, Time::ZERO).expect("preset is valid");
-    let own = node.id();
-    // Ids at chosen distances from ours (so buckets split and fill) plus a few far ones.
-    let mut pool: Vec<PeerId> = [0usize, 1, 2, 7, 80, 159]
-        .iter()
-        .map(|&bit| {
-            let mut bytes = *own.as_bytes();
-            bytes[bit / 8] ^= 0x80 >> (bit % 8);
-            PeerId::from_bytes(bytes)
-        })
-        .collect();
-    pool.extend((1..=3u8).map(|i| PeerId::from_bytes([i.wrapping_mul(37); 20])));
-    pool.push(own);
-    let mut h = Harness {
-        node,
-        config,
-        now: Time::ZERO,
-        pool,
-        conns: Vec::new(),
-        handshake_sent: BTreeSet::new(),
-        websocket: BTreeSet::new(),
-        closed: BTreeSet::new(),
-    };
+    let mut h = Harness::new(script);
     for op in &script.ops {
         h.apply(op);
         h.drain_and_check();
     }
 }
 
+/// Runs a script, and after its first `at` steps goes on with two nodes side by side: the
+/// node itself, and `restore(&node)` (a node saved and loaded again). Every later step is
+/// applied to both, and their outputs, stats and sizes must be the same.
+pub fn run_script_restored(script: &NodeScript, at: usize, restore: impl FnOnce(&Node) -> Node) {
+    let mut h = Harness::new(script);
+    let at = at.min(script.ops.len());
+    for op in &script.ops[..at] {
+        h.apply(op);
+        h.drain_and_check();
+    }
+    let mut twin = Harness {
+        node: restore(&h.node),
+        config: h.config.clone(),
+        now: h.now,
+        pool: h.pool.clone(),
+        conns: h.conns.clone(),
+        handshake_sent: h.handshake_sent.clone(),
+        websocket: h.websocket.clone(),
+        closed: h.closed.clone(),
+        log: Some(Vec::new()),
+    };
+    h.log = Some(Vec::new());
+    assert_eq!(twin.node.id(), h.node.id());
+    assert_eq!(twin.node.stats(), h.node.stats());
+    assert_eq!(twin.node.sizes(), h.node.sizes());
+    for (step, op) in script.ops[at..].iter().enumerate() {
+        for side in [&mut h, &mut twin] {
+            side.apply(op);
+            side.drain_and_check();
+        }
+        assert_eq!(
+            h.log, twin.log,
+            "outputs differ {step} steps after the restore: {op:?}"
+        );
+        h.log = Some(Vec::new());
+        twin.log = Some(Vec::new());
+        assert_eq!(twin.node.poll_timeout(), h.node.poll_timeout());
+        assert_eq!(twin.node.stats(), h.node.stats());
+        assert_eq!(twin.node.sizes(), h.node.sizes());
+    }
+}
+
+/// `node_ops` with a restore: interprets the bytes as a [`NodeScript`] and runs it with
+/// [`run_script_restored`] at a third, two thirds and the end of its steps.
+pub fn node_ops_restored(data: &[u8], restore: impl Fn(&Node) -> Node) {
+    if let Ok(script) = NodeScript::arbitrary_take_rest(Unstructured::new(data)) {
+        let steps = script.ops.len();
+        for at in [steps / 3, 2 * steps / 3, steps] {
+            run_script_restored(&script, at, &restore);
+        }
+    }
+}
+
 impl Harness {
+    fn new(script: &NodeScript) -> Harness {
+        let config = script.preset.config();
+        let node =
+            Node::with_seed(config.clone(), script.seed, Time::ZERO).expect("preset is valid");
+        let own = node.id();
+        // Ids at chosen distances from ours (so buckets split and fill) plus a few far ones.
+        let mut pool: Vec<PeerId> = [0usize, 1, 2, 7, 80, 159]
+            .iter()
+            .map(|&bit| {
+                let mut bytes = *own.as_bytes();
+                bytes[bit / 8] ^= 0x80 >> (bit % 8);
+                PeerId::from_bytes(bytes)
+            })
+            .collect();
+        pool.extend((1..=3u8).map(|i| PeerId::from_bytes([i.wrapping_mul(37); 20])));
+        pool.push(own);
+        Harness {
+            node,
+            config,
+            now: Time::ZERO,
+            pool,
+            conns: Vec::new(),
+            handshake_sent: BTreeSet::new(),
+            websocket: BTreeSet::new(),
+            closed: BTreeSet::new(),
+            log: None,
+        }
+    }
+
     fn peer(&self, index: u8) -> PeerId {
         self.pool[usize::from(index) % self.pool.len()]
     }
@@ -465,6 +526,9 @@ impl Harness {
             ..self.config.decode_limits()
         };
         while let Some(output) = self.node.poll_output() {
+            if let Some(log) = &mut self.log {
+                log.push(output.clone());
+            }
             match output {
                 Output::Transmit { conn, frame } => {
                     assert!(!self.closed.contains(&conn), "transmit on closed {conn:?}");

@@ -270,15 +270,26 @@ impl FromStr for PeerId {
 }
 
 impl Serialize for PeerId {
+    /// The hex string the wire carries; in a binary format (a simulator snapshot) the 20
+    /// bytes.
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.to_hex())
+        if serializer.is_human_readable() {
+            serializer.serialize_str(&self.to_hex())
+        } else {
+            self.0.serialize(serializer)
+        }
     }
 }
 
 impl<'de> Deserialize<'de> for PeerId {
-    /// Accepts a 40-character hex string or the JS Buffer object form.
+    /// Accepts a 40-character hex string or the JS Buffer object form; in a binary format,
+    /// the 20 bytes.
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(PeerIdVisitor)
+        if deserializer.is_human_readable() {
+            deserializer.deserialize_any(PeerIdVisitor)
+        } else {
+            <[u8; ID_LEN]>::deserialize(deserializer).map(PeerId)
+        }
     }
 }
 

@@ -279,6 +279,7 @@ impl Eq for Event {}
 
 /// A set of XOR-distance bucket indices (0..=160) in three words.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 struct BucketSet([u64; 3]);
 
 impl BucketSet {
@@ -326,6 +327,7 @@ impl<'a, I: Iterator<Item = &'a PeerId> + Clone> Iterator for NearestFirst<I> {
 
 /// Timers, ordered for deterministic firing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 enum Timer {
     Handshake(ConnId),
     Pending(PeerId),
@@ -348,6 +350,7 @@ const BOOTSTRAP_URLS_MAX: usize = u32::MAX as usize;
 const OUTPUT_ROOM: usize = 4;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 enum BootState {
     /// Dialling, or linked over, this connection.
     Active(ConnId),
@@ -360,6 +363,7 @@ enum BootState {
 }
 
 #[derive(Debug, Clone)]
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 struct Bootstrap {
     url: String,
     state: BootState,
@@ -446,10 +450,19 @@ pub struct Sizes {
 /// });
 /// assert_eq!(message.unwrap().get(), r#"{"hello":"world"}"#);
 /// ```
+///
+/// With the `snapshot` feature a node is `Serialize` and `Deserialize`: its whole state,
+/// config included, so a driver can save it and carry on later exactly where it stopped
+/// (the simulator's snapshots). A node serializes only with its outputs drained, and a
+/// restored node trusts its bytes as it trusts its own memory: restore only what a node of
+/// this build saved.
 #[derive(Debug)]
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 pub struct Node {
     /// Shared when the driver passes one `Arc` to many nodes: a simulator's peers then hold
-    /// one copy of the 344-byte config, not one each.
+    /// one copy of the 344-byte config, not one each (a restored node holds its own until
+    /// [`Node::share_config`]).
+    #[cfg_attr(feature = "snapshot", serde(with = "snapshot::shared_config"))]
     config: Arc<Config>,
     limits: DecodeLimits,
     id: PeerId,
@@ -485,8 +498,58 @@ pub struct Node {
     join_hold_until: Time,
     timers: CompactSet<(Time, Timer)>,
     refresh_at: Option<Time>,
+    #[cfg_attr(feature = "snapshot", serde(with = "snapshot::drained"))]
     outputs: VecDeque<Output>,
     stats: Stats,
+}
+
+/// How a node's fields that are not plain data are saved.
+#[cfg(feature = "snapshot")]
+mod snapshot {
+    use std::collections::VecDeque;
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::{Config, Output};
+
+    /// The config itself; restored into an `Arc` of its own.
+    pub mod shared_config {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(config: &Arc<Config>, s: S) -> Result<S::Ok, S::Error> {
+            config.as_ref().serialize(s)
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<Config>, D::Error> {
+            Config::deserialize(d).map(Arc::new)
+        }
+    }
+
+    /// Nothing: outputs are the driver's to take before it saves the node. Saving one with
+    /// outputs pending is an error rather than a silent loss.
+    pub mod drained {
+        use super::*;
+        use serde::ser::Error;
+
+        pub fn serialize<S: Serializer>(
+            outputs: &VecDeque<Output>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            if !outputs.is_empty() {
+                return Err(S::Error::custom(format_args!(
+                    "a node with {} outputs not yet polled cannot be saved",
+                    outputs.len()
+                )));
+            }
+            s.serialize_unit()
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<VecDeque<Output>, D::Error> {
+            <()>::deserialize(d)?;
+            Ok(VecDeque::new())
+        }
+    }
 }
 
 impl Node {
@@ -543,6 +606,17 @@ impl Node {
         };
         node.schedule_refresh();
         Ok(node)
+    }
+
+    /// Shares `config` with other nodes in place of this node's own copy, if the two are
+    /// equal (a restored node holds a copy of its own); true if it did.
+    #[cfg(feature = "snapshot")]
+    pub fn share_config(&mut self, config: &Arc<Config>) -> bool {
+        let equal = *self.config == **config;
+        if equal {
+            self.config = Arc::clone(config);
+        }
+        equal
     }
 
     /// Like [`Node::new`], with the 32-byte seed expanded from a `u64`.

@@ -22,6 +22,7 @@ use crate::wire::Nonce;
 /// never hold more than the bound. No per-entry timestamps, no eviction queue: one probe per
 /// generation, and memory returns when a generation is dropped.
 #[derive(Debug, Clone, Copy)]
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 struct Rotation {
     epoch: u64,
     half_ttl_micros: u64,
@@ -97,6 +98,7 @@ impl Hasher for PassThrough {
 /// duplicate needs a 48-bit collision under a key only this node knows: with the few
 /// thousand nonces a busy node remembers, about one message in 10^11 per hop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 struct NonceKey([u8; 6]);
 
 impl NonceKey {
@@ -116,16 +118,29 @@ impl std::hash::Hash for NonceKey {
     }
 }
 
+/// A keyed hash: foldhash's fixed hasher under a seed only this node knows. Holds the seed
+/// itself (building the hasher from it is one XOR), so a snapshot can save it.
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
+struct Keyer(u64);
+
+impl Keyer {
+    fn hash_one(&self, value: impl std::hash::Hash) -> u64 {
+        FixedState::with_seed(self.0).hash_one(value)
+    }
+}
+
 type HashedSet = HashSet<NonceKey, BuildHasherDefault<PassThrough>>;
 
 /// Nonces seen recently, bounded by count and by age, stored as 48-bit keyed hashes
 /// (`NonceKey`): 7 bytes of table per nonce.
 #[derive(Debug, Clone)]
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 pub struct SeenNonces {
     current: HashedSet,
     previous: HashedSet,
     rotation: Rotation,
-    keyer: FixedState,
+    keyer: Keyer,
 }
 
 impl SeenNonces {
@@ -135,7 +150,7 @@ impl SeenNonces {
             current: HashedSet::default(),
             previous: HashedSet::default(),
             rotation: Rotation::new(max, ttl),
-            keyer: FixedState::with_seed(hash_seed),
+            keyer: Keyer(hash_seed),
         }
     }
 
@@ -181,6 +196,7 @@ impl SeenNonces {
 /// a 64-bit collision under a key only this node knows). Kept as bytes so that an entry,
 /// with its [`HopIndex`], is 10 bytes: on a busy node this table is the largest structure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 struct SenderKey([u8; 8]);
 
 impl std::hash::Hash for SenderKey {
@@ -200,6 +216,7 @@ type PathMap = HashMap<SenderKey, HopIndex, BuildHasherDefault<PassThrough>>;
 /// The links preferred paths lead to, each id stored once: thousands of entries share a few
 /// dozen hops, so an entry holds a 2-byte index instead of a 20-byte id.
 #[derive(Debug, Clone, Default)]
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 struct Hops {
     /// Index -> id.
     ids: Vec<PeerId>,
@@ -263,12 +280,13 @@ impl Hops {
 /// For recent senders, the link their message arrived on: replies go back that way. Bounded
 /// by count and by age (a reply follows its request within seconds).
 #[derive(Debug, Clone)]
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 pub struct PreferredPaths {
     current: PathMap,
     previous: PathMap,
     hops: Hops,
     rotation: Rotation,
-    keyer: FixedState,
+    keyer: Keyer,
     enabled: bool,
 }
 
@@ -281,7 +299,7 @@ impl PreferredPaths {
             previous: PathMap::default(),
             hops: Hops::default(),
             rotation: Rotation::new(max, ttl),
-            keyer: FixedState::with_seed(hash_seed),
+            keyer: Keyer(hash_seed),
             enabled: max > 0,
         }
     }
@@ -346,6 +364,7 @@ impl PreferredPaths {
 
 /// A message originated while no link existed, waiting for the first one.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 pub struct Queued {
     /// Recipient.
     pub to: PeerId,

@@ -10,6 +10,7 @@ macro_rules! reason_enum {
     ($(#[$meta:meta])* $name:ident, $counts:ident { $($(#[$vmeta:meta])* $variant:ident => $label:literal,)* }) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
         pub enum $name {
             $($(#[$vmeta])* $variant,)*
         }
@@ -66,13 +67,45 @@ macro_rules! reason_enum {
         }
 
         impl Serialize for $counts {
-            /// A map from label to count, non-zero entries only.
+            /// A map from label to count, non-zero entries only (in a binary format, such
+            /// as a simulator snapshot, every count in declaration order).
             fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                if !serializer.is_human_readable() {
+                    return serializer.collect_seq(self.0.iter());
+                }
                 let mut map = serializer.serialize_map(None)?;
                 for (reason, count) in self.iter() {
                     map.serialize_entry(reason.label(), &count)?;
                 }
                 map.end()
+            }
+        }
+
+        #[cfg(feature = "snapshot")]
+        impl<'de> serde::Deserialize<'de> for $counts {
+            /// The form [`Serialize`] writes: a map from label to count, or in a binary
+            /// format every count.
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                use serde::de::Error;
+                let mut counts = $counts::default();
+                if deserializer.is_human_readable() {
+                    let labelled: std::collections::BTreeMap<String, u64> =
+                        serde::Deserialize::deserialize(deserializer)?;
+                    for (label, count) in labelled {
+                        let reason = $name::ALL
+                            .iter()
+                            .find(|r| r.label() == label)
+                            .ok_or_else(|| D::Error::custom(format_args!("unknown reason {label:?}")))?;
+                        counts.0[*reason as usize] = count;
+                    }
+                } else {
+                    let all: Vec<u64> = serde::Deserialize::deserialize(deserializer)?;
+                    if all.len() != $name::COUNT {
+                        return Err(D::Error::invalid_length(all.len(), &"one count per reason"));
+                    }
+                    counts.0.copy_from_slice(&all);
+                }
+                Ok(counts)
             }
         }
     };
@@ -161,6 +194,7 @@ reason_enum! {
 
 /// Everything a node counts. Read it with [`Node::stats`](crate::Node::stats).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "snapshot", derive(serde::Deserialize))]
 pub struct Stats {
     /// Frames received on any connection.
     pub frames_in: u64,

@@ -16,6 +16,7 @@ use crate::id::{Distance, ID_BITS, PeerId};
 
 /// A contact and its value.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 pub struct Entry<V> {
     /// The contact's id.
     pub id: PeerId,
@@ -42,6 +43,7 @@ pub enum Insert {
 
 /// A k-bucket routing table.
 #[derive(Debug, Clone)]
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 pub struct KBucket<V> {
     local: PeerId,
     k: usize,

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 /// A monotonic instant in microseconds since a driver-chosen epoch.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 pub struct Time(u64);
 
 impl Time {

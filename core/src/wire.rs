@@ -90,6 +90,7 @@ impl std::error::Error for DecodeError {}
 
 /// Size and shape limits applied while decoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 pub struct DecodeLimits {
     /// Largest frame accepted, in bytes.
     pub max_frame_bytes: usize,
@@ -263,6 +264,13 @@ impl Nonce {
 impl fmt::Debug for Nonce {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Nonce({})", self.as_str())
+    }
+}
+
+impl serde::Serialize for Nonce {
+    /// The string the wire carries.
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
     }
 }
 
@@ -506,6 +514,7 @@ pub fn write_envelope(
 
 /// The `type` tag of a payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "snapshot", derive(serde::Serialize, serde::Deserialize))]
 pub enum PayloadKind {
     /// Application data.
     User,
