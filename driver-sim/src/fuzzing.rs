@@ -228,9 +228,15 @@ impl Scenario {
 /// invariant after every step and that both runs agree output for output.
 pub fn sim_scenario(data: &[u8]) {
     if let Ok(scenario) = Scenario::arbitrary_take_rest(Unstructured::new(data)) {
-        let first = run_scenario(&scenario);
-        let second = run_scenario(&scenario);
-        assert_eq!(first, second, "the same scenario ran differently");
+        let first = run_scenario(&scenario, None);
+        // The second run is also saved and loaded again half-way (a snapshot), which must
+        // change nothing.
+        let half = scenario.steps.len().min(MAX_STEPS) / 2;
+        let second = run_scenario(&scenario, Some(half));
+        assert_eq!(
+            first, second,
+            "the same scenario ran differently (the second saved and loaded after step {half})"
+        );
     }
 }
 
@@ -238,12 +244,37 @@ pub fn sim_scenario(data: &[u8]) {
 /// message's fate.
 type Outcome = (u64, Vec<crate::MessageRecord>);
 
-/// Runs a scenario, checking every invariant after every step.
-pub fn run_scenario(scenario: &Scenario) -> Outcome {
+/// Runs a scenario, checking every invariant after every step; with `restore_after`, the
+/// simulation is saved and loaded again after that many steps.
+pub fn run_scenario(scenario: &Scenario, restore_after: Option<usize>) -> Outcome {
     let config = scenario.sim_config();
     let mut sim = Sim::new(config).expect("the scenario's config is valid");
-    // Virtual time that stops while outputs keep coming is a livelock (a storm of messages
-    // with no timer between them): fail with that, rather than hang the fuzzer.
+    watch_for_livelock(&mut sim);
+    // Let the initial population join before the scripted part starts.
+    sim.run_until(sim.config().joins_end());
+    check(&sim);
+    for (done, step) in scenario.steps.iter().take(MAX_STEPS).enumerate() {
+        if restore_after == Some(done) {
+            let mut saved = Vec::new();
+            sim.save(&mut saved)
+                .expect("a simulation without a frame filter saves");
+            sim = Sim::load(saved.as_slice()).expect("a saved simulation loads");
+            watch_for_livelock(&mut sim);
+            check(&sim);
+        }
+        apply(&mut sim, step);
+        check(&sim);
+    }
+    // A quiet end: every timer that was armed gets its chance to fire.
+    sim.heal();
+    sim.run_for(Duration::from_secs(60));
+    check(&sim);
+    (sim.trace_hash(), sim.messages().to_vec())
+}
+
+/// Virtual time that stops while outputs keep coming is a livelock (a storm of messages
+/// with no timer between them): fail with that, rather than hang the fuzzer.
+fn watch_for_livelock(sim: &mut Sim) {
     let mut instant = (peer_relay_core::Time::ZERO, 0u32);
     sim.set_observer(Some(Box::new(move |now, _, _| {
         instant = if now == instant.0 {
@@ -256,18 +287,6 @@ pub fn run_scenario(scenario: &Scenario) -> Outcome {
             "livelock: {SAME_INSTANT_OUTPUTS} outputs at virtual time {now:?}"
         );
     })));
-    // Let the initial population join before the scripted part starts.
-    sim.run_until(sim.config().joins_end());
-    check(&sim);
-    for step in scenario.steps.iter().take(MAX_STEPS) {
-        apply(&mut sim, step);
-        check(&sim);
-    }
-    // A quiet end: every timer that was armed gets its chance to fire.
-    sim.heal();
-    sim.run_for(Duration::from_secs(60));
-    check(&sim);
-    (sim.trace_hash(), sim.messages().to_vec())
 }
 
 fn apply(sim: &mut Sim, step: &Step) {

@@ -42,6 +42,7 @@ pub mod queue;
 pub mod report;
 pub mod rng;
 pub mod sim;
+pub mod snapshot;
 pub mod trace;
 pub mod webrtc;
 pub mod workload;
@@ -54,6 +55,7 @@ use serde::{Deserialize, Serialize};
 pub use model::{LinkModel, NetConfig, WebRtcModel};
 pub use report::Report;
 pub use sim::{Action, Counters, Delivery, MessageId, MessageRecord, PeerIndex, Sim, SimConfig};
+pub use snapshot::SnapshotError;
 pub use workload::{Bootstrap, Churn, Traffic};
 
 /// The standard run the CLI performs: the initial population joins, the network warms up
@@ -101,35 +103,142 @@ impl Run {
     /// Performs the run, printing progress to stderr if asked, and stopping early (with a
     /// report saying so) if resident memory passes `rss_limit` bytes.
     pub fn execute(&self, progress: bool, rss_limit: Option<u64>) -> Result<(Sim, Report), String> {
+        let mut running = self.start()?;
+        running.sim_mut().set_progress(progress);
+        running.sim_mut().set_rss_limit(rss_limit);
+        running.advance();
+        let report = running.sim().report();
+        Ok((running.into_sim(), report))
+    }
+
+    /// The run set up and not yet started: [`Running::advance`] performs it, in one go or
+    /// (pausing, saving and resuming) in steps.
+    pub fn start(&self) -> Result<Running, String> {
         if self.rate.is_nan() || self.rate <= 0.0 {
             return Err("rate must be positive".into());
         }
-        let mut sim = Sim::new(self.sim.clone())?;
-        sim.set_progress(progress);
-        sim.set_rss_limit(rss_limit);
-        let deadline = self.sim.joins_end() + self.warmup;
-        sim.run_until_converged(deadline);
-        // Traffic starts right after convergence (or at the deadline), never earlier than
-        // the last join.
-        sim.run_until(self.sim.joins_end());
-        let settled = sim.now() + self.settle;
-        sim.run_until(settled);
-        let start = sim.now();
-        if let Some(churn) = self.churn {
-            sim.apply(Action::Churn(churn));
-        }
-        sim.apply(Action::Traffic(Traffic {
-            messages: self.messages,
-            rate: self.rate,
-        }));
-        let sending = Duration::from_secs_f64(self.messages as f64 / self.rate);
-        sim.run_until_delivered(start + sending + self.drain);
-        let report = sim.report();
-        Ok((sim, report))
+        Ok(Running {
+            sim: Sim::new(self.sim.clone())?,
+            run: self.clone(),
+            phase: Phase::Forming,
+        })
     }
 
     /// The time traffic would start in a run that never converges.
     pub fn latest_traffic_start(&self) -> Time {
         self.sim.joins_end() + self.warmup + self.settle
+    }
+}
+
+/// Where a [`Running`] run is.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+enum Phase {
+    /// Peers join; the network converges (or the warmup runs out).
+    Forming,
+    /// Waiting `Run::settle` after convergence, until this time.
+    Settling { until: Time },
+    /// Traffic (and churn) started; the run ends when every message arrived or at `end`.
+    Traffic { end: Time },
+    /// Over: the report is final.
+    Done,
+}
+
+/// A [`Run`] under way. It can pause ([`Sim::set_pause_at`]), be saved to a file
+/// ([`Running::save`]) and go on in another process ([`Running::load`]) with the same
+/// report and trace hash as a run that never stopped: how the CLI's `--pause-after-s` and
+/// `--resume` carry a run too long for one sitting.
+#[derive(Debug)]
+pub struct Running {
+    run: Run,
+    phase: Phase,
+    sim: Sim,
+}
+
+impl Running {
+    /// Runs on until the run is over (true) or the simulation paused (false; call again to
+    /// go on).
+    pub fn advance(&mut self) -> bool {
+        loop {
+            match self.phase {
+                Phase::Forming => {
+                    let joins_end = self.run.sim.joins_end();
+                    self.sim.run_until_converged(joins_end + self.run.warmup);
+                    if self.sim.paused() {
+                        return false;
+                    }
+                    // Traffic starts right after convergence (or at the deadline), never
+                    // earlier than the last join.
+                    self.sim.run_until(joins_end);
+                    if self.sim.paused() {
+                        return false;
+                    }
+                    self.phase = Phase::Settling {
+                        until: self.sim.now() + self.run.settle,
+                    };
+                }
+                Phase::Settling { until } => {
+                    self.sim.run_until(until);
+                    if self.sim.paused() {
+                        return false;
+                    }
+                    let start = self.sim.now();
+                    if let Some(churn) = self.run.churn {
+                        self.sim.apply(Action::Churn(churn));
+                    }
+                    self.sim.apply(Action::Traffic(Traffic {
+                        messages: self.run.messages,
+                        rate: self.run.rate,
+                    }));
+                    let sending = Duration::from_secs_f64(self.run.messages as f64 / self.run.rate);
+                    self.phase = Phase::Traffic {
+                        end: start + sending + self.run.drain,
+                    };
+                }
+                Phase::Traffic { end } => {
+                    self.sim.run_until_delivered(end);
+                    if self.sim.paused() {
+                        return false;
+                    }
+                    self.phase = Phase::Done;
+                }
+                Phase::Done => return true,
+            }
+        }
+    }
+
+    /// Whether the run is over.
+    pub fn done(&self) -> bool {
+        self.phase == Phase::Done
+    }
+
+    /// The run's definition.
+    pub fn run(&self) -> &Run {
+        &self.run
+    }
+
+    /// The simulation.
+    pub fn sim(&self) -> &Sim {
+        &self.sim
+    }
+
+    /// The simulation, to set its progress printing, memory limit or pause time.
+    pub fn sim_mut(&mut self) -> &mut Sim {
+        &mut self.sim
+    }
+
+    /// The simulation, the run set aside.
+    pub fn into_sim(self) -> Sim {
+        self.sim
+    }
+
+    /// Saves the run where it is (see [`Sim::save`]).
+    pub fn save(&mut self, out: impl std::io::Write) -> Result<(), SnapshotError> {
+        self.sim.save_with(&(&self.run, self.phase), out)
+    }
+
+    /// A run saved by [`Running::save`].
+    pub fn load(input: impl std::io::Read) -> Result<Running, SnapshotError> {
+        let (sim, (run, phase)) = Sim::load_with::<(Run, Phase)>(input)?;
+        Ok(Running { run, phase, sim })
     }
 }

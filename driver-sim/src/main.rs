@@ -1,14 +1,16 @@
 //! `peer-relay-sim`: runs a simulated peer-relay network and reports what it measured.
 
 use std::alloc::System;
-use std::path::PathBuf;
+use std::fs::File;
+use std::io::{BufReader, BufWriter};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cap::Cap;
 use clap::{Parser, ValueEnum};
 use peer_relay_core::Config;
-use peer_relay_sim::{Bootstrap, Churn, LinkModel, NetConfig, Run, SimConfig};
+use peer_relay_sim::{Bootstrap, Churn, LinkModel, NetConfig, Run, Running, SimConfig};
 
 /// Counts live heap bytes for the report's `heap_bytes` (one relaxed atomic per allocation).
 #[global_allocator]
@@ -114,7 +116,28 @@ struct Cli {
     /// No progress lines on stderr.
     #[arg(long)]
     quiet: bool,
+    /// Pause after this many seconds of wall time, save the run to the --save file and exit
+    /// with status 3, to go on later with --resume: a run too long for one sitting.
+    #[arg(
+        long,
+        value_name = "SECS",
+        requires = "save",
+        conflicts_with = "compare"
+    )]
+    pause_after_s: Option<f64>,
+    /// The snapshot file a paused run is saved to (replaced whole, never left half-written).
+    #[arg(long, value_name = "FILE", requires = "pause_after_s")]
+    save: Option<PathBuf>,
+    /// Go on with a run saved by --pause-after-s. The run itself (peers, seed, network,
+    /// traffic...) is the saved one; of the other options only --json, --svg, --quiet,
+    /// --max-rss-gib, --pause-after-s and --save apply. The report is the one a run without
+    /// pauses gives, its wall time and peak memory taken over every step.
+    #[arg(long, value_name = "FILE", conflicts_with = "compare")]
+    resume: Option<PathBuf>,
 }
+
+/// Exit status of a run that paused and was saved.
+const PAUSED: u8 = 3;
 
 fn millis(ms: f64) -> Result<Duration, String> {
     if ms.is_finite() && ms >= 0.0 {
@@ -257,6 +280,43 @@ fn compare(cli: &Cli, rss_limit: u64) -> Result<(), String> {
     Ok(())
 }
 
+/// The run the options describe, or the one `--resume` names.
+fn start_or_resume(cli: &Cli) -> Result<Running, String> {
+    let Some(path) = &cli.resume else {
+        return cli.to_run(cli.strategy)?.start();
+    };
+    let file = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let running = Running::load(BufReader::with_capacity(1 << 20, file))
+        .map_err(|e| format!("cannot resume from {}: {e}", path.display()))?;
+    if !cli.quiet {
+        let sim = running.sim();
+        eprintln!(
+            "peer-relay-sim: resumed from {} at {:.3} s of virtual time, {} events, {} peers",
+            path.display(),
+            sim.now().as_micros() as f64 / 1e6,
+            sim.counters().events,
+            sim.alive_count(),
+        );
+    }
+    Ok(running)
+}
+
+/// Saves `running` to `path` through a temporary file renamed over it, so an interrupted
+/// save leaves the previous snapshot whole. Returns the file's size.
+fn save(running: &mut Running, path: &Path) -> Result<u64, String> {
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".partial");
+    let temporary = PathBuf::from(temporary);
+    let file = File::create(&temporary).map_err(|e| e.to_string())?;
+    running
+        .save(BufWriter::with_capacity(1 << 20, &file))
+        .map_err(|e| e.to_string())?;
+    file.sync_all().map_err(|e| e.to_string())?;
+    let bytes = file.metadata().map_err(|e| e.to_string())?.len();
+    std::fs::rename(&temporary, path).map_err(|e| e.to_string())?;
+    Ok(bytes)
+}
+
 /// glibc reads its tunables only at start-up: the binary re-executes itself once (the same
 /// process, arguments and environment) asking malloc for transparent huge pages, unless
 /// `GLIBC_TUNABLES` is already set (set it empty to opt out). Each event touches another
@@ -296,20 +356,49 @@ fn main() -> ExitCode {
             }
         };
     }
-    let run = match cli.to_run(cli.strategy) {
-        Ok(run) => run,
+    let mut running = match start_or_resume(&cli) {
+        Ok(running) => running,
         Err(why) => {
             eprintln!("peer-relay-sim: {why}");
             return ExitCode::from(2);
         }
     };
-    let (_sim, report) = match run.execute(!cli.quiet, Some(rss_limit)) {
-        Ok(done) => done,
-        Err(why) => {
-            eprintln!("peer-relay-sim: {why}");
+    let sim = running.sim_mut();
+    sim.set_progress(!cli.quiet);
+    sim.set_rss_limit(Some(rss_limit));
+    if let Some(secs) = cli.pause_after_s {
+        let Ok(budget) = Duration::try_from_secs_f64(secs) else {
+            eprintln!("peer-relay-sim: --pause-after-s must be a non-negative number");
             return ExitCode::from(2);
-        }
-    };
+        };
+        sim.set_pause_at(Some(Instant::now() + budget));
+    }
+    if !running.advance() {
+        let path = cli
+            .save
+            .as_deref()
+            .expect("clap: --pause-after-s requires --save");
+        return match save(&mut running, path) {
+            Ok(bytes) => {
+                let sim = running.sim();
+                eprintln!(
+                    "peer-relay-sim: paused at {:.3} s of virtual time after {} events; saved \
+                     to {} ({} MiB); go on with --resume {}",
+                    sim.now().as_micros() as f64 / 1e6,
+                    sim.counters().events,
+                    path.display(),
+                    bytes >> 20,
+                    path.display(),
+                );
+                ExitCode::from(PAUSED)
+            }
+            Err(why) => {
+                eprintln!("peer-relay-sim: cannot save to {}: {why}", path.display());
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let report = running.sim().report();
     if let Some(path) = &cli.svg {
         if let Err(e) = std::fs::write(path, report.svg()) {
             eprintln!("peer-relay-sim: cannot write {}: {e}", path.display());

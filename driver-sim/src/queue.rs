@@ -13,6 +13,7 @@ use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
 use peer_relay_core::Time;
+use serde::{Deserialize, Serialize};
 
 /// Width of one wheel slot, in microseconds.
 const SLOT_MICROS: u64 = 1_000;
@@ -30,7 +31,7 @@ const MAX_SPARE_BUFFERS: usize = 16;
 const SPARE_HORIZON_SLOTS: u64 = 256;
 
 /// A queued item and its position in the order.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct Entry<T> {
     at: Time,
     seq: u64,
@@ -66,7 +67,7 @@ impl<T> Ord for Entry<T> {
 
 /// A priority queue of `T` ordered by (time, insertion sequence): entries at the same time
 /// come out in the order they were pushed.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct EventQueue<T> {
     /// Entries in slots up to and including `slot`, ordered.
     current: BinaryHeap<Entry<T>>,

@@ -238,7 +238,7 @@ pub(crate) fn build(sim: &Sim) -> Report {
         events: counters.events,
         wall_ms: wall.as_millis() as u64,
         events_per_sec: counters.events as f64 / wall.as_secs_f64().max(1e-9),
-        peak_rss_bytes: peak_rss_bytes().unwrap_or(0),
+        peak_rss_bytes: sim.peak_rss(),
         heap_bytes: heap_bytes(),
         heap_bytes_per_peer: heap_bytes().map(|b| b as f64 / sim.alive_count().max(1) as f64),
         aborted: sim.aborted().map(str::to_owned),

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use rand_core::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
+use serde::{Deserialize, Serialize};
 
 /// One SplitMix64 step: a strong 64-bit mixer, used to derive independent seeds.
 pub fn splitmix64(mut x: u64) -> u64 {
@@ -39,7 +40,7 @@ pub enum Stream {
 }
 
 /// A seeded random stream with the samplers the network model needs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SimRng(Xoshiro256PlusPlus);
 
 impl SimRng {

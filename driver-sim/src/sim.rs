@@ -13,6 +13,7 @@
 //! number retires superseded ones). Nothing is ever n x n.
 
 use std::collections::BTreeMap;
+use std::io::{Read, Write};
 use std::ops::Range;
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
@@ -20,12 +21,14 @@ use std::time::{Duration, Instant};
 use memchr::memmem;
 use peer_relay_core::compact::{reserve_one, shrink_slack};
 use peer_relay_core::{Config, ConnId, Event, Input, Node, Output, PeerId, Time};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{LinkModel, NetConfig};
 use crate::queue::EventQueue;
 use crate::report::{self, Report};
 use crate::rng::{SimRng, Stream, node_seed};
+use crate::snapshot::{RecordReader, RecordWriter, SnapshotError};
 use crate::trace::TraceHasher;
 use crate::webrtc::{self, Endpoint, RemoteSignal, Session, SignalKind, Token};
 use crate::workload::{Bootstrap, Churn, Traffic, is_server, peer_of_url, url_of};
@@ -103,7 +106,7 @@ impl SimConfig {
 }
 
 /// Where a peer is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 enum PeerState {
     /// Scheduled to join, not yet running.
     NotJoined,
@@ -119,7 +122,7 @@ enum PeerState {
 const DIALING: u32 = u32::MAX;
 
 /// One end of a link (or a dial in progress), owned by the peer it belongs to.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 struct WireEnd {
     conn: ConnId,
     /// The other end, or [`DIALING`].
@@ -141,7 +144,7 @@ impl WireEnd {
 }
 
 /// A simulated peer: its node (while running) and the driver state around it.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct Peer {
     /// Boxed: a crashed, departed or not-yet-joined peer holds no node memory.
     node: Option<Box<Node>>,
@@ -189,7 +192,7 @@ impl Peer {
 }
 
 /// Something scheduled to happen.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 enum Ev {
     /// A peer of the initial population joins.
     Join(u32),
@@ -246,7 +249,7 @@ enum Cut {
 
 /// A scenario step, applied at a virtual time with [`Sim::at`] (or at once with
 /// [`Sim::apply`]).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Action {
     /// These peers crash: their state is gone, their links are seen to close after
     /// [`NetConfig::crash_close_delay`].
@@ -294,7 +297,7 @@ pub enum Action {
 }
 
 /// A message the simulator sent, and what became of it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MessageRecord {
     /// The sender.
     pub from: u32,
@@ -336,7 +339,7 @@ impl Delivery {
 }
 
 /// Running counters of the simulation.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Counters {
     /// Queue entries processed.
     pub events: u64,
@@ -389,25 +392,27 @@ pub struct Counters {
     pub ice_failures: u64,
 }
 
+#[derive(Serialize, Deserialize)]
 struct TrafficStream {
     traffic: Traffic,
     start: Time,
     sent: u64,
 }
 
-struct Progress {
-    started: Instant,
-    last: Instant,
-}
-
 /// A deterministic simulation of a peer-relay network.
+///
+/// Its serde form (see [`Sim::save`]) is everything but the peers, which a snapshot holds
+/// one record each after it, and the hooks and wall clocks of this process.
+#[derive(Serialize, Deserialize)]
 pub struct Sim {
     config: SimConfig,
     /// The node config of every peer without a server, built once and shared: a server's
     /// config carries its own url, a browser-like peer's is the same for all.
+    #[serde(with = "crate::snapshot::shared_config")]
     browser_config: Arc<Config>,
     now: Time,
     queue: EventQueue<Ev>,
+    #[serde(skip)]
     peers: Vec<Peer>,
     /// WebRTC sessions being set up, by node, incarnation and connection number.
     sessions: BTreeMap<SessionKey, (Endpoint, Session)>,
@@ -440,14 +445,30 @@ pub struct Sim {
     below_target: usize,
     initial_joined: usize,
     converged_at: Option<Time>,
+    /// Wall time this run spent in earlier processes (before the snapshot it was restored
+    /// from).
+    wall_before: Duration,
+    /// The highest peak resident memory of those processes.
+    peak_rss_before: u64,
+    #[serde(skip, default = "Instant::now")]
     started: Instant,
-    progress: Option<Progress>,
+    /// When progress was last printed, if it is printed.
+    #[serde(skip)]
+    progress: Option<Instant>,
+    #[serde(skip)]
     observer: Option<Observer>,
+    #[serde(skip)]
     frame_filter: Option<FrameFilter>,
     /// Resident memory at which the run stops (checked every 65,536 events).
     rss_limit: Option<u64>,
     /// Why the run stopped early, if it did.
     aborted: Option<String>,
+    /// When the run pauses (checked every 65,536 events), so it can be saved.
+    #[serde(skip)]
+    pause_at: Option<Instant>,
+    /// It paused; the next run call goes on.
+    #[serde(skip)]
+    paused: bool,
 }
 
 /// A callback that sees every output of every node (see [`Sim::set_observer`]).
@@ -507,12 +528,16 @@ impl Sim {
             below_target: 0,
             initial_joined: 0,
             converged_at: None,
+            wall_before: Duration::ZERO,
+            peak_rss_before: 0,
             started: Instant::now(),
             progress: None,
             observer: None,
             frame_filter: None,
             rss_limit: None,
             aborted: None,
+            pause_at: None,
+            paused: false,
             config,
         };
         for index in 0..peers {
@@ -548,12 +573,22 @@ impl Sim {
         self.aborted.as_deref()
     }
 
+    /// Pauses the run at wall-clock time `at` (`None`: never): the run call under way
+    /// returns early, between two events, and [`Sim::paused`] says so. Calling it again
+    /// goes on as if it had never returned, so a paused run can be saved ([`Sim::save`])
+    /// and resumed in another process with the same outcome and trace.
+    pub fn set_pause_at(&mut self, at: Option<Instant>) {
+        self.pause_at = at;
+    }
+
+    /// The last run call returned because the pause time passed, before its goal.
+    pub fn paused(&self) -> bool {
+        self.paused
+    }
+
     /// Prints progress to stderr every few seconds of wall time while running.
     pub fn set_progress(&mut self, on: bool) {
-        self.progress = on.then(|| Progress {
-            started: Instant::now(),
-            last: Instant::now(),
-        });
+        self.progress = on.then(Instant::now);
     }
 
     // ---- queries ------------------------------------------------------------------------
@@ -661,8 +696,16 @@ impl Sim {
         &self.hops_histogram
     }
 
+    /// Wall time the run took so far, in this process and the ones before a restore.
     pub(crate) fn wall_elapsed(&self) -> Duration {
-        self.started.elapsed()
+        self.wall_before + self.started.elapsed()
+    }
+
+    /// Peak resident memory of the run so far, in this process and the ones before a
+    /// restore.
+    pub(crate) fn peak_rss(&self) -> u64 {
+        self.peak_rss_before
+            .max(report::peak_rss_bytes().unwrap_or(0))
     }
 
     /// Link counts of the running peers.
@@ -735,6 +778,68 @@ impl Sim {
         problems
     }
 
+    // ---- snapshots --------------------------------------------------------------------
+
+    /// Saves the whole simulation to `out` (see [`crate::snapshot`]), between two events:
+    /// [`Sim::load`] in any later process of the same build goes on with the same outcome
+    /// and trace hash as this one would. The observer, progress printing, the pause time
+    /// and the memory limit's process are not state and are not saved; a simulation with a
+    /// frame filter (code that changes the run) cannot be saved.
+    pub fn save(&mut self, out: impl Write) -> Result<(), SnapshotError> {
+        self.save_with(&(), out)
+    }
+
+    /// [`Sim::save`] with the caller's own state `extra` (for example where in a scripted
+    /// run it was), given back by [`Sim::load_with`].
+    pub fn save_with(
+        &mut self,
+        extra: &impl Serialize,
+        out: impl Write,
+    ) -> Result<(), SnapshotError> {
+        if self.frame_filter.is_some() {
+            return Err(SnapshotError::FrameFilter);
+        }
+        // The wall time and peak memory so far go with the run.
+        self.wall_before = self.wall_elapsed();
+        self.started = Instant::now();
+        self.peak_rss_before = self.peak_rss();
+        let mut records = RecordWriter::new(out)?;
+        records.record(extra)?;
+        records.record(&*self)?;
+        records.count(self.peers.len() as u64)?;
+        for peer in &self.peers {
+            records.record(peer)?;
+        }
+        records.finish()
+    }
+
+    /// A simulation saved by [`Sim::save`].
+    pub fn load(input: impl Read) -> Result<Sim, SnapshotError> {
+        Sim::load_with::<()>(input).map(|(sim, ())| sim)
+    }
+
+    /// A simulation saved by [`Sim::save_with`], and the caller's state saved with it.
+    pub fn load_with<E: DeserializeOwned>(input: impl Read) -> Result<(Sim, E), SnapshotError> {
+        let mut records = RecordReader::new(input)?;
+        let extra: E = records.record()?;
+        let mut sim: Sim = records.record()?;
+        let count = records.count()?;
+        sim.peers
+            .reserve(count.min(sim.config.peers as u64) as usize);
+        for _ in 0..count {
+            let mut peer: Peer = records.record()?;
+            if let Some(node) = &mut peer.node {
+                // Every browser-like peer shares one config again, as before the save.
+                if !peer.server {
+                    node.share_config(&sim.browser_config);
+                }
+            }
+            sim.peers.push(peer);
+        }
+        sim.started = Instant::now();
+        Ok((sim, extra))
+    }
+
     // ---- running ----------------------------------------------------------------------
 
     /// Runs every event up to and including virtual time `until`.
@@ -766,6 +871,7 @@ impl Sim {
         if self.aborted.is_some() {
             return;
         }
+        self.paused = false;
         while keep_going(self) {
             match self.queue.peek_time() {
                 Some(at) if at <= until => {}
@@ -782,6 +888,11 @@ impl Sim {
             if self.counters.events & 0xffff == 0 {
                 self.maybe_print_progress();
                 if self.over_rss_limit() {
+                    return;
+                }
+                if self.pause_at.is_some_and(|at| Instant::now() >= at) {
+                    self.pause_at = None;
+                    self.paused = true;
                     return;
                 }
             }
@@ -807,14 +918,14 @@ impl Sim {
     }
 
     fn maybe_print_progress(&mut self) {
-        let Some(progress) = &mut self.progress else {
-            return;
-        };
-        if progress.last.elapsed() < Duration::from_secs(2) {
+        if self
+            .progress
+            .is_none_or(|last| last.elapsed() < Duration::from_secs(2))
+        {
             return;
         }
-        progress.last = Instant::now();
-        let wall = progress.started.elapsed().as_secs_f64();
+        self.progress = Some(Instant::now());
+        let wall = self.wall_elapsed().as_secs_f64();
         let links: u64 = self.alive_link_counts().map(u64::from).sum();
         eprintln!(
             "[sim] t={:.1}s wall={wall:.0}s events={} ({:.2}M/s) alive={} links/peer={:.1} \

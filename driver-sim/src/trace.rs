@@ -1,8 +1,12 @@
 //! The trace hash: one fingerprint of every output of every node, in order.
 //!
-//! Each output is written as a record into a byte stream hashed with XXH3-64 (seed 0): a
-//! fixed, specified, portable hash, so the same run gives the same `trace_hash` on any machine
-//! and any build. A record is
+//! Each output is written as a record into a byte stream, and the stream is hashed in
+//! blocks of [`BLOCK`] bytes with XXH3-64, each block's hash the seed of the next one's
+//! (the first block's seed is 0; the last, partial or empty, block is hashed the same way
+//! when the hash is read). XXH3 is fixed, specified and portable, so the same run gives the
+//! same `trace_hash` on any machine and any build; and the whole state is a seed and less
+//! than a block of bytes, so a saved run (a snapshot) carries its hash on exactly. A record
+//! is
 //!
 //! ```text
 //! time_us:u64  node:u32  incarnation:u32  tag:u8  fields...
@@ -12,12 +16,19 @@
 //! and fields per output are in [`TraceHasher::record`].
 
 use peer_relay_core::{ConnectFailure, Event, Output, Time, Transport};
-use xxhash_rust::xxh3::Xxh3;
+use serde::{Deserialize, Serialize};
+use xxhash_rust::xxh3::xxh3_64_with_seed;
 
-/// Streaming XXH3-64 over the records of every output.
+/// Bytes of the record stream hashed at a time.
+pub const BLOCK: usize = 64 * 1024;
+
+/// XXH3-64 over the records of every output, block by block.
+#[derive(Clone, Serialize, Deserialize)]
 pub struct TraceHasher {
-    state: Xxh3,
-    record: Vec<u8>,
+    /// The hash of the blocks so far: the seed of the next block's.
+    chain: u64,
+    /// The stream past the last full block (always shorter than [`BLOCK`] between records).
+    pending: Vec<u8>,
     records: u64,
 }
 
@@ -33,8 +44,8 @@ impl std::fmt::Debug for TraceHasher {
 impl Default for TraceHasher {
     fn default() -> Self {
         TraceHasher {
-            state: Xxh3::new(),
-            record: Vec::with_capacity(512),
+            chain: 0,
+            pending: Vec::with_capacity(BLOCK + 512),
             records: 0,
         }
     }
@@ -43,8 +54,7 @@ impl Default for TraceHasher {
 impl TraceHasher {
     /// Records one output of `node` (in its `incarnation`) at `now`.
     pub fn record(&mut self, now: Time, node: u32, incarnation: u32, output: &Output) {
-        let r = &mut self.record;
-        r.clear();
+        let r = &mut self.pending;
         r.extend_from_slice(&now.as_micros().to_le_bytes());
         r.extend_from_slice(&node.to_le_bytes());
         r.extend_from_slice(&incarnation.to_le_bytes());
@@ -53,11 +63,7 @@ impl TraceHasher {
                 // The hot case: hash the frame in place rather than copying it.
                 r.push(1);
                 r.extend_from_slice(&conn.as_u64().to_le_bytes());
-                r.extend_from_slice(&(frame.len() as u32).to_le_bytes());
-                self.state.update(r);
-                self.state.update(frame.as_bytes());
-                self.records += 1;
-                return;
+                put_bytes(r, frame.as_bytes());
             }
             Output::DialWebSocket { conn, url } => {
                 r.push(2);
@@ -93,8 +99,14 @@ impl TraceHasher {
                 record_event(r, event);
             }
         }
-        self.state.update(&self.record);
         self.records += 1;
+        if self.pending.len() >= BLOCK {
+            let full = self.pending.len() / BLOCK * BLOCK;
+            for block in self.pending[..full].chunks_exact(BLOCK) {
+                self.chain = xxh3_64_with_seed(block, self.chain);
+            }
+            self.pending.drain(..full);
+        }
     }
 
     /// Outputs recorded so far.
@@ -104,7 +116,7 @@ impl TraceHasher {
 
     /// The hash of everything recorded so far.
     pub fn finish(&self) -> u64 {
-        self.state.digest()
+        xxh3_64_with_seed(&self.pending, self.chain)
     }
 }
 
@@ -205,6 +217,36 @@ mod tests {
             reason: CloseReason::Duplicate,
         };
         assert_ne!(hash(&[(1, 0, close)]), hash(&[(1, 0, frame(""))]));
-        assert_eq!(TraceHasher::default().finish(), Xxh3::new().digest());
+        assert_eq!(TraceHasher::default().finish(), xxh3_64_with_seed(&[], 0));
+    }
+
+    #[test]
+    fn blocks_chain_and_a_saved_hasher_goes_on_the_same() {
+        let mut node = Node::with_seed(Config::default(), 1, Time::ZERO).unwrap();
+        let conn = conn_of(&mut node);
+        let frame = |i: usize| Output::Transmit {
+            conn,
+            frame: "x".repeat(i % 700),
+        };
+        let mut whole = TraceHasher::default();
+        let mut stream = Vec::new();
+        for i in 0..1_000 {
+            let mut one = TraceHasher::default();
+            one.record(Time::from_micros(i as u64), 3, 0, &frame(i));
+            stream.extend_from_slice(&one.pending);
+            whole.record(Time::from_micros(i as u64), 3, 0, &frame(i));
+            if i == 400 {
+                let saved = postcard::to_stdvec(&whole).unwrap();
+                whole = postcard::from_bytes(&saved).unwrap();
+            }
+        }
+        assert!(stream.len() > 3 * BLOCK);
+        let mut chain = 0;
+        let mut blocks = stream.chunks_exact(BLOCK);
+        for block in &mut blocks {
+            chain = xxh3_64_with_seed(block, chain);
+        }
+        assert_eq!(whole.finish(), xxh3_64_with_seed(blocks.remainder(), chain));
+        assert_eq!(whole.records(), 1_000);
     }
 }

@@ -8,10 +8,10 @@
 //! description and, when candidates are trickled, at least one of its candidates.
 
 use peer_relay_core::ConnId;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// One end of a connection: a node, in one incarnation, and its connection handle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Endpoint {
     /// The peer's index.
     pub node: u32,
@@ -22,7 +22,7 @@ pub struct Endpoint {
 }
 
 /// A session's name as carried in its signals: node, incarnation and connection number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Token {
     /// The peer's index.
     pub node: u32,
@@ -69,7 +69,7 @@ impl Token {
 }
 
 /// A signal the simulated stack produces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SignalKind {
     /// The initiator's session description.
     Offer,
@@ -145,7 +145,7 @@ pub fn parse_remote(signal: &str) -> Option<RemoteSignal> {
 }
 
 /// A WebRTC session the stack runs for one connection of one node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Session {
     /// Whether this side makes the offer.
     pub initiator: bool,

@@ -8,8 +8,7 @@ use serde::{Deserialize, Serialize};
 /// How joining peers find the network. Only peers with a WebSocket server can be dialled, so
 /// every topology bootstraps through servers; with `--servers` equal to `--peers` "server"
 /// means "peer".
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", tag = "kind")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Bootstrap {
     /// Everyone bootstraps through peer 0.
     Star,
@@ -25,6 +24,48 @@ pub enum Bootstrap {
     /// Each peer bootstraps through a uniformly random server among those that joined before
     /// it and are alive.
     Random,
+}
+
+/// [`Bootstrap`]'s JSON form: `{"kind":"seeds","count":4}`.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+enum Tagged {
+    Star,
+    Seeds { count: usize },
+    Chain,
+    Random,
+}
+
+impl Serialize for Bootstrap {
+    /// `{"kind":…}` in JSON; in a binary format (a snapshot, whose format cannot read an
+    /// internally tagged enum) the [`Display`](fmt::Display) form, `seeds:4`.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if !s.is_human_readable() {
+            return s.collect_str(self);
+        }
+        match *self {
+            Bootstrap::Star => Tagged::Star,
+            Bootstrap::Seeds { count } => Tagged::Seeds { count },
+            Bootstrap::Chain => Tagged::Chain,
+            Bootstrap::Random => Tagged::Random,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Bootstrap {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if !d.is_human_readable() {
+            let text = String::deserialize(d)?;
+            return text.parse().map_err(serde::de::Error::custom);
+        }
+        Ok(match Tagged::deserialize(d)? {
+            Tagged::Star => Bootstrap::Star,
+            Tagged::Seeds { count } => Bootstrap::Seeds { count },
+            Tagged::Chain => Bootstrap::Chain,
+            Tagged::Random => Bootstrap::Random,
+        })
+    }
 }
 
 impl fmt::Display for Bootstrap {

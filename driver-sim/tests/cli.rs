@@ -125,3 +125,77 @@ fn bad_options_are_refused_with_a_message() {
         assert!(!out.stderr.is_empty());
     }
 }
+
+/// The report's fields that do not depend on the machine or the process.
+fn deterministic(report: &serde_json::Value) -> serde_json::Value {
+    let mut report = report.clone();
+    let fields = report.as_object_mut().expect("an object");
+    for key in [
+        "wall_ms",
+        "events_per_sec",
+        "peak_rss_bytes",
+        "heap_bytes",
+        "heap_bytes_per_peer",
+    ] {
+        assert!(fields.remove(key).is_some(), "the report has {key}");
+    }
+    report
+}
+
+#[test]
+fn a_run_paused_and_resumed_in_steps_reports_as_an_unbroken_one() {
+    let dir = std::env::temp_dir().join(format!("peer-relay-sim-resume-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let snapshot = dir.join("run.snapshot");
+    let run = [
+        "--peers",
+        "200",
+        "--messages",
+        "2000",
+        "--seed",
+        "5",
+        "--loss",
+        "0.01",
+    ];
+    let unbroken = sim()
+        .args(run)
+        .args(["--json", "--quiet"])
+        .output()
+        .unwrap();
+    assert!(unbroken.status.success());
+    let unbroken: serde_json::Value = serde_json::from_slice(&unbroken.stdout).unwrap();
+
+    // A zero budget pauses at the first check, every 65,536 events.
+    let pause = |cmd: &mut Command| {
+        cmd.args(["--json", "--quiet", "--pause-after-s", "0", "--save"])
+            .arg(&snapshot)
+            .output()
+            .unwrap()
+    };
+    let mut out = pause(sim().args(run));
+    let mut steps = 0;
+    while out.status.code() == Some(3) {
+        assert!(out.stdout.is_empty(), "a paused run prints no report");
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(said.contains("go on with --resume"), "{said}");
+        steps += 1;
+        out = pause(sim().arg("--resume").arg(&snapshot));
+    }
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events = unbroken["events"].as_u64().unwrap();
+    assert_eq!(steps, events >> 16, "one pause per 65,536 events");
+    let resumed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(deterministic(&resumed), deterministic(&unbroken));
+    assert!(resumed["wall_ms"].as_u64().unwrap() > 0);
+
+    // Not a snapshot: refused with a message.
+    std::fs::write(&snapshot, b"garbage").unwrap();
+    let out = sim().arg("--resume").arg(&snapshot).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a peer-relay-sim snapshot"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

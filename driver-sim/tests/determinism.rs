@@ -4,48 +4,11 @@ mod common;
 
 use common::secs;
 use peer_relay_core::Time;
-use peer_relay_sim::{Action, Churn, LinkModel, NetConfig, Report, Sim, SimConfig, Traffic};
+use peer_relay_sim::Report;
 
-/// A run that touches every source of randomness and every fault: latency tail, jitter,
-/// loss, duplication, churn with crashes, a partition, restarts and traffic.
 fn eventful(seed: u64) -> (Report, u64) {
-    let config = SimConfig {
-        seed,
-        peers: 300,
-        servers: 30,
-        net: NetConfig {
-            link: LinkModel {
-                loss: 0.01,
-                duplicate: 0.01,
-                ..LinkModel::default()
-            },
-            ..NetConfig::default()
-        },
-        ..SimConfig::default()
-    };
-    let mut sim = Sim::new(config).expect("valid");
-    let t = |s: u64| Time::ZERO + secs(s);
-    sim.at(
-        t(8),
-        Action::Traffic(Traffic {
-            messages: 1_000,
-            rate: 50.0,
-        }),
-    );
-    sim.at(
-        t(10),
-        Action::Churn(Churn {
-            joins_per_sec: 2.0,
-            leaves_per_sec: 2.0,
-            crash: true,
-        }),
-    );
-    sim.at(t(12), Action::Crash(vec![5, 6, 7]));
-    sim.at(t(14), Action::Partition(vec![(0..100).collect()]));
-    sim.at(t(18), Action::Heal);
-    sim.at(t(20), Action::Restart(vec![5, 6, 7]));
-    sim.at(t(22), Action::StopChurn);
-    sim.run_until(t(40));
+    let mut sim = common::eventful(seed);
+    sim.run_until(Time::ZERO + secs(40));
     (sim.report(), sim.trace_hash())
 }
 

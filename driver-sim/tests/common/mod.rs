@@ -6,7 +6,7 @@ use std::ops::Range;
 use std::time::Duration;
 
 use peer_relay_core::Time;
-use peer_relay_sim::{Action, MessageId, Sim, SimConfig, Traffic};
+use peer_relay_sim::{Action, Churn, LinkModel, MessageId, NetConfig, Sim, SimConfig, Traffic};
 
 /// Asserts `cond`; on failure prints the message and the line that replays the run.
 #[macro_export]
@@ -120,4 +120,47 @@ pub fn lasting_link_inconsistencies(sim: &mut Sim) -> Vec<String> {
     sim.run_for(secs(2));
     let again = sim.link_inconsistencies();
     first.into_iter().filter(|p| again.contains(p)).collect()
+}
+
+/// 300 peers and a scenario that touches every source of randomness and every fault:
+/// latency tail, jitter, loss, duplication, churn with crashes, a partition, restarts and
+/// traffic, all scheduled by 22 s (run it to 40 s).
+pub fn eventful(seed: u64) -> Sim {
+    let config = SimConfig {
+        seed,
+        peers: 300,
+        servers: 30,
+        net: NetConfig {
+            link: LinkModel {
+                loss: 0.01,
+                duplicate: 0.01,
+                ..LinkModel::default()
+            },
+            ..NetConfig::default()
+        },
+        ..SimConfig::default()
+    };
+    let mut sim = Sim::new(config).expect("valid");
+    let t = |s: u64| Time::ZERO + secs(s);
+    sim.at(
+        t(8),
+        Action::Traffic(Traffic {
+            messages: 1_000,
+            rate: 50.0,
+        }),
+    );
+    sim.at(
+        t(10),
+        Action::Churn(Churn {
+            joins_per_sec: 2.0,
+            leaves_per_sec: 2.0,
+            crash: true,
+        }),
+    );
+    sim.at(t(12), Action::Crash(vec![5, 6, 7]));
+    sim.at(t(14), Action::Partition(vec![(0..100).collect()]));
+    sim.at(t(18), Action::Heal);
+    sim.at(t(20), Action::Restart(vec![5, 6, 7]));
+    sim.at(t(22), Action::StopChurn);
+    sim
 }

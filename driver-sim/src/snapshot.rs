@@ -1,0 +1,133 @@
+//! Snapshots: a simulation saved to a file between two events and resumed later, in
+//! another process, with the same outcome and trace hash as if it had never stopped.
+//!
+//! A run too long for one sitting (a million peers take hours) goes on in steps this way.
+//! The file is a sequence of length-prefixed [postcard] records, written and read one at a
+//! time, so saving and loading need little memory beyond the simulation itself:
+//!
+//! ```text
+//! MAGIC  extra  sim  peer_count:u64  peer * peer_count
+//! ```
+//!
+//! each record `len:u64` (little-endian) then its postcard bytes; `extra` is the caller's
+//! own state (the CLI's run phase), `sim` everything of the [`Sim`](crate::Sim) but its
+//! peers. Postcard is not self-describing: a snapshot loads only into the build that saved
+//! it (the magic names the format, not the build).
+//!
+//! [postcard]: https://docs.rs/postcard
+
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+
+use peer_relay_core::Config;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// The first bytes of every snapshot file.
+pub const MAGIC: &[u8] = b"peer-relay-sim snapshot 1\n";
+
+/// Why a snapshot could not be saved or loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// Reading or writing the file failed.
+    #[error("snapshot i/o: {0}")]
+    Io(#[from] io::Error),
+    /// The file does not start with [`MAGIC`].
+    #[error("not a peer-relay-sim snapshot, or one of another format")]
+    NotASnapshot,
+    /// A record did not encode or decode (a truncated file, or one from another build).
+    #[error("snapshot record: {0}")]
+    Record(#[from] postcard::Error),
+    /// A frame filter is code, not state: a run using one cannot be saved.
+    #[error("a simulation with a frame filter cannot be saved")]
+    FrameFilter,
+}
+
+/// Writes records, reusing one buffer.
+pub(crate) struct RecordWriter<W: Write> {
+    out: W,
+    buffer: Vec<u8>,
+}
+
+impl<W: Write> RecordWriter<W> {
+    pub(crate) fn new(mut out: W) -> Result<Self, SnapshotError> {
+        out.write_all(MAGIC)?;
+        Ok(RecordWriter {
+            out,
+            buffer: Vec::new(),
+        })
+    }
+
+    pub(crate) fn record(&mut self, value: &impl Serialize) -> Result<(), SnapshotError> {
+        self.buffer.clear();
+        self.buffer = postcard::to_extend(value, std::mem::take(&mut self.buffer))?;
+        self.count(self.buffer.len() as u64)?;
+        self.out.write_all(&self.buffer)?;
+        Ok(())
+    }
+
+    pub(crate) fn count(&mut self, n: u64) -> Result<(), SnapshotError> {
+        Ok(self.out.write_all(&n.to_le_bytes())?)
+    }
+
+    pub(crate) fn finish(mut self) -> Result<(), SnapshotError> {
+        Ok(self.out.flush()?)
+    }
+}
+
+/// Reads records, reusing one buffer.
+pub(crate) struct RecordReader<R: Read> {
+    input: R,
+    buffer: Vec<u8>,
+}
+
+impl<R: Read> RecordReader<R> {
+    pub(crate) fn new(mut input: R) -> Result<Self, SnapshotError> {
+        let mut magic = [0u8; MAGIC.len()];
+        input
+            .read_exact(&mut magic)
+            .map_err(|_| SnapshotError::NotASnapshot)?;
+        if magic != MAGIC {
+            return Err(SnapshotError::NotASnapshot);
+        }
+        Ok(RecordReader {
+            input,
+            buffer: Vec::new(),
+        })
+    }
+
+    pub(crate) fn record<T: DeserializeOwned>(&mut self) -> Result<T, SnapshotError> {
+        let len = self.count()?;
+        let len = usize::try_from(len).map_err(|_| SnapshotError::NotASnapshot)?;
+        self.buffer.clear();
+        // `take` rather than a buffer of `len` zeroes: a corrupt length fails at the end of
+        // the file instead of allocating that much.
+        (&mut self.input)
+            .take(len as u64)
+            .read_to_end(&mut self.buffer)?;
+        if self.buffer.len() != len {
+            return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
+        }
+        Ok(postcard::from_bytes(&self.buffer)?)
+    }
+
+    pub(crate) fn count(&mut self) -> Result<u64, SnapshotError> {
+        let mut bytes = [0u8; 8];
+        self.input.read_exact(&mut bytes)?;
+        Ok(u64::from_le_bytes(bytes))
+    }
+}
+
+/// Serde for an `Arc<Config>` field: the config itself, loaded into an `Arc` of its own.
+pub(crate) mod shared_config {
+    use super::*;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(config: &Arc<Config>, s: S) -> Result<S::Ok, S::Error> {
+        config.as_ref().serialize(s)
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<Config>, D::Error> {
+        Config::deserialize(d).map(Arc::new)
+    }
+}

@@ -1,0 +1,92 @@
+//! A simulation saved and loaded again (`Sim::save`, `Sim::load`) goes on exactly as if it
+//! had never stopped: the same report and trace hash, whenever it was saved.
+
+mod common;
+
+use std::time::Instant;
+
+use common::secs;
+use peer_relay_core::Time;
+use peer_relay_sim::{Sim, SnapshotError};
+
+fn reloaded(mut sim: Sim) -> Sim {
+    let mut bytes = Vec::new();
+    sim.save(&mut bytes).expect("saves");
+    Sim::load(bytes.as_slice()).expect("loads")
+}
+
+#[test]
+fn a_run_saved_and_loaded_along_the_way_ends_as_the_unbroken_one() {
+    let t = |s: u64| Time::ZERO + secs(s);
+    let mut unbroken = common::eventful(7);
+    unbroken.run_until(t(40));
+
+    // Saved while joining, during traffic and churn, inside the partition (a WebRTC
+    // session or two under way, frames in flight), and after it healed.
+    let mut resumed = common::eventful(7);
+    for stop in [3, 9, 11, 15, 21] {
+        resumed.run_until(t(stop));
+        resumed = reloaded(resumed);
+    }
+    resumed.run_until(t(40));
+    assert_eq!(resumed.trace_hash(), unbroken.trace_hash());
+    assert_eq!(
+        resumed.report().deterministic_json(),
+        unbroken.report().deterministic_json()
+    );
+    assert!(resumed.counters().crashes > 3 && resumed.counters().frames_partitioned > 0);
+}
+
+#[test]
+fn a_paused_run_resumes_in_steps_to_the_same_end() {
+    let t = |s: u64| Time::ZERO + secs(s);
+    let mut unbroken = common::eventful(8);
+    unbroken.run_until(t(30));
+
+    // Pausing at once stops at the next check (every 65,536 events): a run in many steps,
+    // each saved and loaded again.
+    let mut sim = common::eventful(8);
+    let mut steps = 0;
+    loop {
+        sim.set_pause_at(Some(Instant::now()));
+        sim.run_until(t(30));
+        if !sim.paused() {
+            break;
+        }
+        steps += 1;
+        sim = reloaded(sim);
+    }
+    let expected = unbroken.counters().events >> 16;
+    assert!(
+        steps >= 2 && steps == expected,
+        "{steps} pauses, {expected} expected"
+    );
+    assert_eq!(sim.now(), t(30));
+    assert_eq!(sim.trace_hash(), unbroken.trace_hash());
+    assert_eq!(
+        sim.report().deterministic_json(),
+        unbroken.report().deterministic_json()
+    );
+}
+
+#[test]
+fn bad_files_and_frame_filters_are_refused() {
+    let mut sim = common::eventful(9);
+    sim.run_until(Time::ZERO + secs(2));
+    let mut bytes = Vec::new();
+    sim.save(&mut bytes).unwrap();
+    assert!(matches!(
+        Sim::load(&b"not a snapshot at all"[..]),
+        Err(SnapshotError::NotASnapshot)
+    ));
+    let truncated = &bytes[..bytes.len() / 2];
+    assert!(matches!(
+        Sim::load(truncated),
+        Err(SnapshotError::Io(_) | SnapshotError::Record(_))
+    ));
+    sim.set_frame_filter(Some(Box::new(|_, _, _| true)));
+    assert!(matches!(
+        sim.save(&mut Vec::new()),
+        Err(SnapshotError::FrameFilter)
+    ));
+}
