@@ -400,10 +400,11 @@ struct TrafficStream {
 }
 
 /// A deterministic simulation of a peer-relay network.
-///
-/// Its serde form (see [`Sim::save`]) is everything but the peers, which a snapshot holds
-/// one record each after it, and the hooks and wall clocks of this process.
+// Serde's `remote = "Self"` derives inherent `Sim::serialize`/`deserialize` rather than the
+// traits: the form is everything but the peers (a snapshot holds them one record each, after
+// it) and not a whole simulation, so only `Sim::save` and `Sim::load` use it.
 #[derive(Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub struct Sim {
     config: SimConfig,
     /// The node config of every peer without a server, built once and shared: a server's
@@ -469,6 +470,24 @@ pub struct Sim {
     /// It paused; the next run call goes on.
     #[serde(skip)]
     paused: bool,
+}
+
+/// A snapshot's record of a [`Sim`] without its peers.
+struct Head<'a>(&'a Sim);
+
+impl Serialize for Head<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        Sim::serialize(self.0, s)
+    }
+}
+
+/// [`Head`], loaded.
+struct OwnedHead(Sim);
+
+impl<'de> Deserialize<'de> for OwnedHead {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Sim::deserialize(d).map(OwnedHead)
+    }
 }
 
 /// A callback that sees every output of every node (see [`Sim::set_observer`]).
@@ -805,7 +824,7 @@ impl Sim {
         self.peak_rss_before = self.peak_rss();
         let mut records = RecordWriter::new(out)?;
         records.record(extra)?;
-        records.record(&*self)?;
+        records.record(&Head(self))?;
         records.count(self.peers.len() as u64)?;
         for peer in &self.peers {
             records.record(peer)?;
@@ -822,7 +841,7 @@ impl Sim {
     pub fn load_with<E: DeserializeOwned>(input: impl Read) -> Result<(Sim, E), SnapshotError> {
         let mut records = RecordReader::new(input)?;
         let extra: E = records.record()?;
-        let mut sim: Sim = records.record()?;
+        let OwnedHead(mut sim) = records.record()?;
         let count = records.count()?;
         sim.peers
             .reserve(count.min(sim.config.peers as u64) as usize);
