@@ -5,12 +5,15 @@ use std::fs::File;
 use std::io::{BufReader, BufWriter};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use cap::Cap;
 use clap::{Parser, ValueEnum};
 use peer_relay_core::Config;
 use peer_relay_sim::{Bootstrap, Churn, LinkModel, NetConfig, Run, Running, SimConfig};
+use signal_hook::consts::{SIGINT, SIGTERM};
 
 /// Counts live heap bytes for the report's `heap_bytes` (one relaxed atomic per allocation).
 #[global_allocator]
@@ -126,7 +129,8 @@ struct Cli {
     )]
     pause_after_s: Option<f64>,
     /// The snapshot file a paused run is saved to (replaced whole, never left half-written).
-    #[arg(long, value_name = "FILE", requires = "pause_after_s")]
+    /// With it, SIGINT (Ctrl-C) and SIGTERM pause and save the run too, instead of losing it.
+    #[arg(long, value_name = "FILE", conflicts_with = "compare")]
     save: Option<PathBuf>,
     /// Go on with a run saved by --pause-after-s. The run itself (peers, seed, network,
     /// traffic...) is the saved one; of the other options only --json, --svg, --quiet,
@@ -373,11 +377,18 @@ fn main() -> ExitCode {
         };
         sim.set_pause_at(Some(Instant::now() + budget));
     }
+    if cli.save.is_some() {
+        let interrupted = Arc::new(AtomicBool::new(false));
+        for signal in [SIGINT, SIGTERM] {
+            if let Err(e) = signal_hook::flag::register(signal, Arc::clone(&interrupted)) {
+                eprintln!("peer-relay-sim: cannot catch signal {signal}: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+        sim.set_pause_flag(Some(interrupted));
+    }
     if !running.advance() {
-        let path = cli
-            .save
-            .as_deref()
-            .expect("clap: --pause-after-s requires --save");
+        let path = cli.save.as_deref().expect("only a run with --save pauses");
         return match save(&mut running, path) {
             Ok(bytes) => {
                 let sim = running.sim();

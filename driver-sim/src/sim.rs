@@ -15,6 +15,7 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
@@ -467,6 +468,9 @@ pub struct Sim {
     /// When the run pauses (checked every 65,536 events), so it can be saved.
     #[serde(skip)]
     pause_at: Option<Instant>,
+    /// The run pauses (at the same checks) once this is set, say by a signal handler.
+    #[serde(skip)]
+    pause_flag: Option<Arc<AtomicBool>>,
     /// It paused; the next run call goes on.
     #[serde(skip)]
     paused: bool,
@@ -556,6 +560,7 @@ impl Sim {
             rss_limit: None,
             aborted: None,
             pause_at: None,
+            pause_flag: None,
             paused: false,
             config,
         };
@@ -600,7 +605,14 @@ impl Sim {
         self.pause_at = at;
     }
 
-    /// The last run call returned because the pause time passed, before its goal.
+    /// Pauses the run, as [`Sim::set_pause_at`] does, once `flag` is raised (and lowers it
+    /// again): a signal handler can stop a long run so that it is saved rather than lost.
+    pub fn set_pause_flag(&mut self, flag: Option<Arc<AtomicBool>>) {
+        self.pause_flag = flag;
+    }
+
+    /// The last run call returned because the pause time passed (or the pause flag was
+    /// raised), before its goal.
     pub fn paused(&self) -> bool {
         self.paused
     }
@@ -909,13 +921,25 @@ impl Sim {
                 if self.over_rss_limit() {
                     return;
                 }
-                if self.pause_at.is_some_and(|at| Instant::now() >= at) {
-                    self.pause_at = None;
+                if self.pause_due() {
                     self.paused = true;
                     return;
                 }
             }
         }
+    }
+
+    /// Whether the pause time passed or the pause flag was raised; either is used up.
+    fn pause_due(&mut self) -> bool {
+        let flagged = self
+            .pause_flag
+            .as_ref()
+            .is_some_and(|flag| flag.swap(false, Ordering::Relaxed));
+        let timed = self.pause_at.is_some_and(|at| Instant::now() >= at);
+        if timed {
+            self.pause_at = None;
+        }
+        flagged || timed
     }
 
     fn over_rss_limit(&mut self) -> bool {
