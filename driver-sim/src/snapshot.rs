@@ -6,13 +6,15 @@
 //! time, so saving and loading need little memory beyond the simulation itself:
 //!
 //! ```text
-//! MAGIC  extra  sim  peer_count:u64  peer * peer_count
+//! MAGIC  BUILD "\n"  extra  sim  peer_count:u64  peer * peer_count
 //! ```
 //!
 //! each record `len:u64` (little-endian) then its postcard bytes; `extra` is the caller's
 //! own state (the CLI's run phase), `sim` everything of the [`Sim`](crate::Sim) but its
-//! peers. Postcard is not self-describing: a snapshot loads only into the build that saved
-//! it (the magic names the format, not the build).
+//! peers. Postcard is not self-describing, so a snapshot loads only into the build that
+//! saved it: [`BUILD`] (16 hex digits, a hash of the simulator's and the core's sources and
+//! of the lock file, made by `build.rs`) follows the magic, and a snapshot of any other
+//! build is refused ([`SnapshotError::OtherBuild`]) rather than decoded into a wrong state.
 //!
 //! [postcard]: https://docs.rs/postcard
 
@@ -24,7 +26,11 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// The first bytes of every snapshot file.
-pub const MAGIC: &[u8] = b"peer-relay-sim snapshot 1\n";
+pub const MAGIC: &[u8] = b"peer-relay-sim snapshot 2\n";
+
+/// This build's fingerprint, written after [`MAGIC`]: a snapshot loads only into the build
+/// that saved it.
+pub const BUILD: &str = env!("PEER_RELAY_SIM_BUILD");
 
 /// Why a snapshot could not be saved or loaded.
 #[derive(Debug, thiserror::Error)]
@@ -35,7 +41,18 @@ pub enum SnapshotError {
     /// The file does not start with [`MAGIC`].
     #[error("not a peer-relay-sim snapshot, or one of another format")]
     NotASnapshot,
-    /// A record did not encode or decode (a truncated file, or one from another build).
+    /// The snapshot was saved by another build (other sources or dependencies), whose
+    /// state this one cannot read; resume it with the binary that saved it.
+    #[error(
+        "snapshot of another build ({saved}; this is {this}): resume it with the binary that saved it"
+    )]
+    OtherBuild {
+        /// The saving build's fingerprint, as written in the file.
+        saved: String,
+        /// This build's, [`BUILD`].
+        this: &'static str,
+    },
+    /// A record did not encode or decode (a truncated or corrupt file).
     #[error("snapshot record: {0}")]
     Record(#[from] postcard::Error),
     /// A frame filter is code, not state: a run using one cannot be saved.
@@ -52,6 +69,8 @@ pub(crate) struct RecordWriter<W: Write> {
 impl<W: Write> RecordWriter<W> {
     pub(crate) fn new(mut out: W) -> Result<Self, SnapshotError> {
         out.write_all(MAGIC)?;
+        out.write_all(BUILD.as_bytes())?;
+        out.write_all(b"\n")?;
         Ok(RecordWriter {
             out,
             buffer: Vec::new(),
@@ -89,6 +108,16 @@ impl<R: Read> RecordReader<R> {
             .map_err(|_| SnapshotError::NotASnapshot)?;
         if magic != MAGIC {
             return Err(SnapshotError::NotASnapshot);
+        }
+        let mut build = [0u8; BUILD.len() + 1];
+        input
+            .read_exact(&mut build)
+            .map_err(|_| SnapshotError::NotASnapshot)?;
+        if build[..BUILD.len()] != *BUILD.as_bytes() || build[BUILD.len()] != b'\n' {
+            return Err(SnapshotError::OtherBuild {
+                saved: String::from_utf8_lossy(&build).trim_end().to_owned(),
+                this: BUILD,
+            });
         }
         Ok(RecordReader {
             input,

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use common::secs;
 use peer_relay_core::Time;
-use peer_relay_sim::{Sim, SnapshotError};
+use peer_relay_sim::{Sim, SnapshotError, snapshot};
 
 fn reloaded(mut sim: Sim) -> Sim {
     let mut bytes = Vec::new();
@@ -70,7 +70,7 @@ fn a_paused_run_resumes_in_steps_to_the_same_end() {
 }
 
 #[test]
-fn bad_files_and_frame_filters_are_refused() {
+fn bad_files_other_builds_and_frame_filters_are_refused() {
     let mut sim = common::eventful(9);
     sim.run_until(Time::ZERO + secs(2));
     let mut bytes = Vec::new();
@@ -79,6 +79,23 @@ fn bad_files_and_frame_filters_are_refused() {
         Sim::load(&b"not a snapshot at all"[..]),
         Err(SnapshotError::NotASnapshot)
     ));
+    // The same file from another build: its fingerprint differs.
+    let mut other_build = bytes.clone();
+    let fingerprint = snapshot::MAGIC.len();
+    other_build[fingerprint] = if other_build[fingerprint] == b'0' {
+        b'1'
+    } else {
+        b'0'
+    };
+    match Sim::load(other_build.as_slice()) {
+        Err(SnapshotError::OtherBuild { saved, this }) => {
+            assert_eq!(this, snapshot::BUILD);
+            assert_ne!(saved, this);
+            assert_eq!(saved.len(), this.len());
+        }
+        other => panic!("expected OtherBuild, got {:?}", other.map(|_| ())),
+    }
+    assert!(Sim::load(bytes.as_slice()).is_ok());
     let truncated = &bytes[..bytes.len() / 2];
     assert!(matches!(
         Sim::load(truncated),
