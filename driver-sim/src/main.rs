@@ -290,16 +290,19 @@ fn start_or_resume(cli: &Cli) -> Result<Running, String> {
         return cli.to_run(cli.strategy)?.start();
     };
     let file = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let loading = Instant::now();
     let running = Running::load(BufReader::with_capacity(1 << 20, file))
         .map_err(|e| format!("cannot resume from {}: {e}", path.display()))?;
     if !cli.quiet {
         let sim = running.sim();
         eprintln!(
-            "peer-relay-sim: resumed from {} at {:.3} s of virtual time, {} events, {} peers",
+            "peer-relay-sim: resumed from {} at {:.3} s of virtual time, {} events, {} peers \
+             (loaded in {:.1} s)",
             path.display(),
             sim.now().as_micros() as f64 / 1e6,
             sim.counters().events,
             sim.alive_count(),
+            loading.elapsed().as_secs_f64(),
         );
     }
     Ok(running)
@@ -389,16 +392,18 @@ fn main() -> ExitCode {
     }
     if !running.advance() {
         let path = cli.save.as_deref().expect("only a run with --save pauses");
+        let saving = Instant::now();
         return match save(&mut running, path) {
             Ok(bytes) => {
                 let sim = running.sim();
                 eprintln!(
                     "peer-relay-sim: paused at {:.3} s of virtual time after {} events; saved \
-                     to {} ({} MiB); go on with --resume {}",
+                     to {} ({} MiB in {:.1} s); go on with --resume {}",
                     sim.now().as_micros() as f64 / 1e6,
                     sim.counters().events,
                     path.display(),
                     bytes >> 20,
+                    saving.elapsed().as_secs_f64(),
                     path.display(),
                 );
                 ExitCode::from(PAUSED)
