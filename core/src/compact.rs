@@ -20,6 +20,18 @@ pub fn reserve_one<T>(vec: &mut Vec<T>) {
     }
 }
 
+/// Whether a vector grown one element at a time by [`reserve_one`] from empty would be full
+/// at `len`: at 0, 4, 8, 12, 16, 20, 25, 31, 38, ... A decision taken there depends on the
+/// length alone, never on the allocation, which a shrunk or restored (snapshot) vector has
+/// another of.
+pub(crate) fn at_growth_point(len: usize) -> bool {
+    let mut point = 0usize;
+    while point < len {
+        point += (point / 4).max(4);
+    }
+    point == len
+}
+
 /// Gives back spare room once more than half the length (at least 8) is unused.
 pub fn shrink_slack<T>(vec: &mut Vec<T>) {
     let len = vec.len();
@@ -50,9 +62,12 @@ impl<K: Ord, V> CompactMap<K, V> {
         self.0.insert(key, value)
     }
 
-    /// Inserts or replaces, as [`Self::insert`]; but when a new key would make the map grow,
-    /// first drops the entries that `keep` rejects, so that dead entries are reused rather
-    /// than accumulated. Returns the replaced value.
+    /// Inserts or replaces, as [`Self::insert`]; but when a new key arrives at one of the
+    /// lengths where the map would grow ([`at_growth_point`]), first drops the entries that
+    /// `keep` rejects, so that dead entries are reused rather than accumulated (amortised
+    /// O(1) per insert). The length decides, not the vector's capacity: a map restored from
+    /// a snapshot has no spare room and must prune at the same inserts as the original.
+    /// Returns the replaced value.
     pub(crate) fn insert_pruning(
         &mut self,
         key: K,
@@ -61,7 +76,7 @@ impl<K: Ord, V> CompactMap<K, V> {
     ) -> Option<V> {
         if !self.0.contains_key(&key) {
             self.with_vec(|entries| {
-                if entries.len() == entries.capacity() {
+                if at_growth_point(entries.len()) {
                     retain_pairs(entries, keep);
                 }
                 reserve_one(entries);
@@ -262,6 +277,25 @@ mod tests {
         assert_eq!(map.len(), 4);
         map.retain(|k, _| *k >= 10);
         assert_eq!(map.keys().copied().collect::<Vec<_>>(), [10, 11]);
+    }
+
+    #[test]
+    fn pruning_depends_on_the_length_not_the_capacity() {
+        let points: Vec<usize> = (0..50).filter(|&n| at_growth_point(n)).collect();
+        assert_eq!(points, [0, 4, 8, 12, 16, 20, 25, 31, 38, 47]);
+        // The same inserts into a map with spare room and into one without any, as a map
+        // restored from a snapshot is: the same entries are pruned at the same inserts.
+        let mut roomy = CompactMap::new();
+        roomy.with_vec(|v| v.reserve_exact(100));
+        let mut tight = CompactMap::new();
+        for k in 0..80u32 {
+            let keep = |key: &u32, _: &u32| key % 3 != 0 || key + 10 > k;
+            roomy.insert_pruning(k, k, keep);
+            tight.insert_pruning(k, k, keep);
+            assert!(roomy.keys().eq(tight.keys()), "after inserting {k}");
+            tight.with_vec(|v| v.shrink_to_fit());
+        }
+        assert!(roomy.len() < 80, "something was pruned");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! A node saved and loaded again (the `snapshot` feature) carries on exactly as the node it
 //! was saved from: every committed `node_ops` fuzz script is run with the node swapped for
-//! its restored twin part-way, and both must give the same outputs, stats and timers.
+//! its restored twin part-way, and both must give the same outputs, stats and timers; so is
+//! every input the `node_restore` fuzz target failed on.
 
 use std::fs;
 use std::path::Path;
@@ -18,13 +19,18 @@ fn round_trip(node: &Node) -> Node {
 
 #[test]
 fn every_fuzz_script_goes_on_the_same_after_a_restore() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/node_ops");
-    let mut files: Vec<_> = fs::read_dir(&dir)
+    let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
+    let mut files: Vec<_> = fs::read_dir(fuzz.join("corpus/node_ops"))
         .expect("the node_ops corpus is committed")
         .map(|e| e.expect("readable dir entry").path())
         .collect();
-    files.sort();
     assert!(files.len() >= 100, "{} corpus files", files.len());
+    // Inputs the `node_restore` fuzz target once failed on.
+    let regressions = fs::read_dir(fuzz.join("regressions/node_restore"))
+        .expect("the node_restore regressions are committed")
+        .map(|e| e.expect("readable dir entry").path());
+    files.extend(regressions);
+    files.sort();
     for file in files {
         let data = fs::read(&file).expect("readable corpus file");
         let outcome = std::panic::catch_unwind(|| fuzzing::node_ops_restored(&data, round_trip));
