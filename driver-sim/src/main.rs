@@ -6,7 +6,7 @@ use std::io::{BufReader, BufWriter};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use cap::Cap;
@@ -132,10 +132,20 @@ struct Cli {
     /// With it, SIGINT (Ctrl-C) and SIGTERM pause and save the run too, instead of losing it.
     #[arg(long, value_name = "FILE", conflicts_with = "compare")]
     save: Option<PathBuf>,
-    /// Go on with a run saved by --pause-after-s. The run itself (peers, seed, network,
-    /// traffic...) is the saved one; of the other options only --json, --svg, --quiet,
-    /// --max-rss-gib, --pause-after-s and --save apply. The report is the one a run without
-    /// pauses gives, its wall time and peak memory taken over every step.
+    /// Also save the run to the --save file every SECS of wall time and go on: a crash or a
+    /// lost machine costs at most that much of a long run.
+    #[arg(
+        long,
+        value_name = "SECS",
+        requires = "save",
+        conflicts_with = "compare"
+    )]
+    checkpoint_s: Option<f64>,
+    /// Go on with a run saved by --save (paused, interrupted or checkpointed). The run itself
+    /// (peers, seed, network, traffic...) is the saved one; of the other options only --json,
+    /// --svg, --quiet, --max-rss-gib, --pause-after-s, --checkpoint-s and --save apply. The
+    /// report is the one a run without pauses gives, its wall time and peak memory taken
+    /// over every step.
     #[arg(long, value_name = "FILE", conflicts_with = "compare")]
     resume: Option<PathBuf>,
 }
@@ -373,46 +383,76 @@ fn main() -> ExitCode {
     let sim = running.sim_mut();
     sim.set_progress(!cli.quiet);
     sim.set_rss_limit(Some(rss_limit));
-    if let Some(secs) = cli.pause_after_s {
-        let Ok(budget) = Duration::try_from_secs_f64(secs) else {
-            eprintln!("peer-relay-sim: --pause-after-s must be a non-negative number");
+    let seconds = |secs: Option<f64>, option: &str| match secs.map(Duration::try_from_secs_f64) {
+        None => Ok(None),
+        Some(Ok(duration)) => Ok(Some(duration)),
+        Some(Err(_)) => Err(format!("{option} must be a non-negative number")),
+    };
+    let (deadline, checkpoint_every) = match (
+        seconds(cli.pause_after_s, "--pause-after-s"),
+        seconds(cli.checkpoint_s, "--checkpoint-s"),
+    ) {
+        (Ok(budget), Ok(every)) => (budget.map(|budget| Instant::now() + budget), every),
+        (Err(why), _) | (_, Err(why)) => {
+            eprintln!("peer-relay-sim: {why}");
             return ExitCode::from(2);
-        };
-        sim.set_pause_at(Some(Instant::now() + budget));
-    }
+        }
+    };
+    // The signal raises two flags: the simulation's, which it uses up to pause, and ours,
+    // which tells a pause to stop from a pause to checkpoint.
+    let interrupted = Arc::new(AtomicBool::new(false));
     if cli.save.is_some() {
-        let interrupted = Arc::new(AtomicBool::new(false));
+        let pause = Arc::new(AtomicBool::new(false));
         for signal in [SIGINT, SIGTERM] {
-            if let Err(e) = signal_hook::flag::register(signal, Arc::clone(&interrupted)) {
-                eprintln!("peer-relay-sim: cannot catch signal {signal}: {e}");
-                return ExitCode::FAILURE;
+            for flag in [&interrupted, &pause] {
+                if let Err(e) = signal_hook::flag::register(signal, Arc::clone(flag)) {
+                    eprintln!("peer-relay-sim: cannot catch signal {signal}: {e}");
+                    return ExitCode::FAILURE;
+                }
             }
         }
-        sim.set_pause_flag(Some(interrupted));
+        sim.set_pause_flag(Some(pause));
     }
-    if !running.advance() {
+    loop {
+        let checkpoint = checkpoint_every.map(|every| Instant::now() + every);
+        let pause_at = match (deadline, checkpoint) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        running.sim_mut().set_pause_at(pause_at);
+        if running.advance() {
+            break;
+        }
         let path = cli.save.as_deref().expect("only a run with --save pauses");
+        let stop = interrupted.load(Ordering::Relaxed)
+            || deadline.is_some_and(|deadline| Instant::now() >= deadline);
         let saving = Instant::now();
-        return match save(&mut running, path) {
-            Ok(bytes) => {
-                let sim = running.sim();
-                eprintln!(
-                    "peer-relay-sim: paused at {:.3} s of virtual time after {} events; saved \
-                     to {} ({} MiB in {:.1} s); go on with --resume {}",
-                    sim.now().as_micros() as f64 / 1e6,
-                    sim.counters().events,
-                    path.display(),
-                    bytes >> 20,
-                    saving.elapsed().as_secs_f64(),
-                    path.display(),
-                );
-                ExitCode::from(PAUSED)
-            }
+        let bytes = match save(&mut running, path) {
+            Ok(bytes) => bytes,
             Err(why) => {
                 eprintln!("peer-relay-sim: cannot save to {}: {why}", path.display());
-                ExitCode::FAILURE
+                return ExitCode::FAILURE;
             }
         };
+        let sim = running.sim();
+        eprintln!(
+            "peer-relay-sim: {} at {:.3} s of virtual time after {} events; saved to {} ({} MiB \
+             in {:.1} s){}",
+            if stop { "paused" } else { "checkpoint" },
+            sim.now().as_micros() as f64 / 1e6,
+            sim.counters().events,
+            path.display(),
+            bytes >> 20,
+            saving.elapsed().as_secs_f64(),
+            if stop {
+                format!("; go on with --resume {}", path.display())
+            } else {
+                String::new()
+            },
+        );
+        if stop {
+            return ExitCode::from(PAUSED);
+        }
     }
     let report = running.sim().report();
     if let Some(path) = &cli.svg {

@@ -246,3 +246,49 @@ fn an_interrupted_run_with_a_save_file_is_saved_and_resumes_to_the_same_end() {
     assert_eq!(deterministic(&resumed), deterministic(&unbroken));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_checkpointed_run_reports_as_an_unbroken_one_and_its_checkpoint_resumes() {
+    let dir = std::env::temp_dir().join(format!("peer-relay-sim-ckpt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let snapshot = dir.join("run.snapshot");
+    let run = ["--peers", "200", "--messages", "2000", "--seed", "6"];
+    let unbroken = sim()
+        .args(run)
+        .args(["--json", "--quiet"])
+        .output()
+        .unwrap();
+    assert!(unbroken.status.success());
+    let unbroken: serde_json::Value = serde_json::from_slice(&unbroken.stdout).unwrap();
+
+    // A zero interval saves at every check (65,536 events) and goes on to the end.
+    let out = sim()
+        .args(run)
+        .args(["--json", "--checkpoint-s", "0", "--save"])
+        .arg(&snapshot)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    let checkpoints = said.matches("peer-relay-sim: checkpoint at").count() as u64;
+    let events = unbroken["events"].as_u64().unwrap();
+    assert_eq!(checkpoints, events >> 16, "{said}");
+    assert!(!said.contains("paused"), "{said}");
+    let checkpointed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(deterministic(&checkpointed), deterministic(&unbroken));
+
+    // The last checkpoint goes on to the same end, as a crash after it would.
+    let resumed = sim()
+        .args(["--json", "--quiet", "--resume"])
+        .arg(&snapshot)
+        .output()
+        .unwrap();
+    assert!(resumed.status.success());
+    let resumed: serde_json::Value = serde_json::from_slice(&resumed.stdout).unwrap();
+    assert_eq!(deterministic(&resumed), deterministic(&unbroken));
+
+    // A checkpoint needs a file to save to.
+    let out = sim().args(["--checkpoint-s", "60"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
