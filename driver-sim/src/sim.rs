@@ -855,8 +855,10 @@ impl Sim {
         let extra: E = records.record()?;
         let OwnedHead(mut sim) = records.record()?;
         let count = records.count()?;
+        // Only a hint, and read before the checksum is: a damaged count must not reserve
+        // more than a real million-peer run needs.
         sim.peers
-            .reserve(count.min(sim.config.peers as u64) as usize);
+            .reserve(count.min(sim.config.peers as u64).min(1 << 20) as usize);
         for _ in 0..count {
             let mut peer: Peer = records.record()?;
             if let Some(node) = &mut peer.node {
@@ -867,6 +869,7 @@ impl Sim {
             }
             sim.peers.push(peer);
         }
+        records.finish()?;
         sim.started = Instant::now();
         Ok((sim, extra))
     }

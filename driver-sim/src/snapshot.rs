@@ -6,10 +6,12 @@
 //! time, so saving and loading need little memory beyond the simulation itself:
 //!
 //! ```text
-//! MAGIC  BUILD "\n"  extra  sim  peer_count:u64  peer * peer_count
+//! MAGIC  BUILD "\n"  extra  sim  peer_count:u64  peer * peer_count  xxh3:u64
 //! ```
 //!
-//! each record `len:u64` (little-endian) then its postcard bytes; `extra` is the caller's
+//! each record `len:u64` (little-endian) then its postcard bytes, and last the XXH3-64 of
+//! every byte before it, so a damaged or cut file is refused ([`SnapshotError::Damaged`])
+//! rather than loaded into a state no run could reach; `extra` is the caller's
 //! own state (the CLI's run phase), `sim` everything of the [`Sim`](crate::Sim) but its
 //! peers. Postcard is not self-describing, so a snapshot loads only into the build that
 //! saved it: [`BUILD`] (16 hex digits, a hash of the simulator's and the core's sources and
@@ -24,6 +26,7 @@ use std::sync::Arc;
 use peer_relay_core::Config;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use xxhash_rust::xxh3::Xxh3;
 
 /// The first bytes of every snapshot file.
 pub const MAGIC: &[u8] = b"peer-relay-sim snapshot 2\n";
@@ -52,7 +55,11 @@ pub enum SnapshotError {
         /// This build's, [`BUILD`].
         this: &'static str,
     },
-    /// A record did not encode or decode (a truncated or corrupt file).
+    /// The file's checksum does not match its contents, or bytes follow its end: it was
+    /// damaged after it was written.
+    #[error("damaged snapshot: its checksum does not match")]
+    Damaged,
+    /// A record did not encode or decode (a truncated or damaged file).
     #[error("snapshot record: {0}")]
     Record(#[from] postcard::Error),
     /// A frame filter is code, not state: a run using one cannot be saved.
@@ -60,44 +67,58 @@ pub enum SnapshotError {
     FrameFilter,
 }
 
-/// Writes records, reusing one buffer.
+/// Writes records, reusing one buffer, and checksums what it writes.
 pub(crate) struct RecordWriter<W: Write> {
     out: W,
     buffer: Vec<u8>,
+    checksum: Xxh3,
 }
 
 impl<W: Write> RecordWriter<W> {
-    pub(crate) fn new(mut out: W) -> Result<Self, SnapshotError> {
-        out.write_all(MAGIC)?;
-        out.write_all(BUILD.as_bytes())?;
-        out.write_all(b"\n")?;
-        Ok(RecordWriter {
+    pub(crate) fn new(out: W) -> Result<Self, SnapshotError> {
+        let mut writer = RecordWriter {
             out,
             buffer: Vec::new(),
-        })
+            checksum: Xxh3::new(),
+        };
+        writer.put(MAGIC)?;
+        writer.put(BUILD.as_bytes())?;
+        writer.put(b"\n")?;
+        Ok(writer)
+    }
+
+    fn put(&mut self, bytes: &[u8]) -> Result<(), SnapshotError> {
+        self.checksum.update(bytes);
+        Ok(self.out.write_all(bytes)?)
     }
 
     pub(crate) fn record(&mut self, value: &impl Serialize) -> Result<(), SnapshotError> {
-        self.buffer.clear();
-        self.buffer = postcard::to_extend(value, std::mem::take(&mut self.buffer))?;
-        self.count(self.buffer.len() as u64)?;
-        self.out.write_all(&self.buffer)?;
-        Ok(())
+        let mut buffer = std::mem::take(&mut self.buffer);
+        buffer.clear();
+        buffer = postcard::to_extend(value, buffer)?;
+        self.count(buffer.len() as u64)?;
+        let written = self.put(&buffer);
+        self.buffer = buffer;
+        written
     }
 
     pub(crate) fn count(&mut self, n: u64) -> Result<(), SnapshotError> {
-        Ok(self.out.write_all(&n.to_le_bytes())?)
+        self.put(&n.to_le_bytes())
     }
 
+    /// Writes the checksum and flushes.
     pub(crate) fn finish(mut self) -> Result<(), SnapshotError> {
+        let checksum = self.checksum.digest();
+        self.out.write_all(&checksum.to_le_bytes())?;
         Ok(self.out.flush()?)
     }
 }
 
-/// Reads records, reusing one buffer.
+/// Reads records, reusing one buffer, and checksums what it reads.
 pub(crate) struct RecordReader<R: Read> {
     input: R,
     buffer: Vec<u8>,
+    checksum: Xxh3,
 }
 
 impl<R: Read> RecordReader<R> {
@@ -119,9 +140,13 @@ impl<R: Read> RecordReader<R> {
                 this: BUILD,
             });
         }
+        let mut checksum = Xxh3::new();
+        checksum.update(&magic);
+        checksum.update(&build);
         Ok(RecordReader {
             input,
             buffer: Vec::new(),
+            checksum,
         })
     }
 
@@ -137,13 +162,27 @@ impl<R: Read> RecordReader<R> {
         if self.buffer.len() != len {
             return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
         }
+        self.checksum.update(&self.buffer);
         Ok(postcard::from_bytes(&self.buffer)?)
     }
 
     pub(crate) fn count(&mut self) -> Result<u64, SnapshotError> {
         let mut bytes = [0u8; 8];
         self.input.read_exact(&mut bytes)?;
+        self.checksum.update(&bytes);
         Ok(u64::from_le_bytes(bytes))
+    }
+
+    /// Checks the checksum that ends the file, and that nothing follows it.
+    pub(crate) fn finish(mut self) -> Result<(), SnapshotError> {
+        let mut bytes = [0u8; 8];
+        self.input.read_exact(&mut bytes)?;
+        let mut after = [0u8; 1];
+        let trailing = self.input.read(&mut after)?;
+        if u64::from_le_bytes(bytes) != self.checksum.digest() || trailing != 0 {
+            return Err(SnapshotError::Damaged);
+        }
+        Ok(())
     }
 }
 

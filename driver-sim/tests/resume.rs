@@ -96,6 +96,20 @@ fn bad_files_other_builds_and_frame_filters_are_refused() {
         other => panic!("expected OtherBuild, got {:?}", other.map(|_| ())),
     }
     assert!(Sim::load(bytes.as_slice()).is_ok());
+    // One bit changed in the last peer, or a byte added at the end: the checksum says so.
+    let mut flipped = bytes.clone();
+    let last_peer = bytes.len() - 9;
+    flipped[last_peer] ^= 1;
+    assert!(matches!(
+        Sim::load(flipped.as_slice()),
+        Err(SnapshotError::Damaged | SnapshotError::Record(_))
+    ));
+    let mut longer = bytes.clone();
+    longer.push(0);
+    assert!(matches!(
+        Sim::load(longer.as_slice()),
+        Err(SnapshotError::Damaged)
+    ));
     let truncated = &bytes[..bytes.len() / 2];
     assert!(matches!(
         Sim::load(truncated),
@@ -106,4 +120,44 @@ fn bad_files_other_builds_and_frame_filters_are_refused() {
         sim.save(&mut Vec::new()),
         Err(SnapshotError::FrameFilter)
     ));
+}
+
+/// A damaged snapshot of the right build (bytes changed or cut anywhere) is refused with
+/// an error, never loaded, and decoding it never panics.
+#[test]
+fn a_damaged_snapshot_is_refused_never_loaded_nor_a_panic() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+
+    let mut sim = Sim::new(peer_relay_sim::SimConfig {
+        peers: 12,
+        servers: 4,
+        seed: 3,
+        ..peer_relay_sim::SimConfig::default()
+    })
+    .unwrap();
+    sim.run_until(Time::ZERO + secs(5));
+    let mut bytes = Vec::new();
+    sim.save(&mut bytes).unwrap();
+    // Damage only after the header, which the other test covers.
+    let body = snapshot::MAGIC.len() + snapshot::BUILD.len() + 1;
+    let damage = (
+        proptest::collection::vec((body..bytes.len(), any::<u8>()), 1..8),
+        proptest::option::of(body..bytes.len()),
+    );
+    TestRunner::new(Config::with_cases(512))
+        .run(&damage, |(changes, cut)| {
+            let mut damaged = bytes.clone();
+            for (at, byte) in changes {
+                damaged[at] = byte;
+            }
+            if let Some(cut) = cut {
+                damaged.truncate(cut);
+            }
+            if damaged != bytes {
+                prop_assert!(Sim::load(damaged.as_slice()).is_err());
+            }
+            Ok(())
+        })
+        .unwrap();
 }
