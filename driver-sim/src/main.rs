@@ -398,8 +398,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // The signal raises two flags: the simulation's, which it uses up to pause, and ours,
-    // which tells a pause to stop from a pause to checkpoint.
+    // A signal raises two flags: the simulation's, which it lowers again when it pauses,
+    // and ours, which tells that pause (a stop) from a checkpoint's.
     let interrupted = Arc::new(AtomicBool::new(false));
     if cli.save.is_some() {
         let pause = Arc::new(AtomicBool::new(false));
