@@ -398,20 +398,17 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // A signal raises two flags: the simulation's, which it lowers again when it pauses,
-    // and ours, which tells that pause (a stop) from a checkpoint's.
+    // A signal raises the flag; the simulation pauses while it is up, and a pause with it up
+    // is a stop rather than a checkpoint.
     let interrupted = Arc::new(AtomicBool::new(false));
     if cli.save.is_some() {
-        let pause = Arc::new(AtomicBool::new(false));
         for signal in [SIGINT, SIGTERM] {
-            for flag in [&interrupted, &pause] {
-                if let Err(e) = signal_hook::flag::register(signal, Arc::clone(flag)) {
-                    eprintln!("peer-relay-sim: cannot catch signal {signal}: {e}");
-                    return ExitCode::FAILURE;
-                }
+            if let Err(e) = signal_hook::flag::register(signal, Arc::clone(&interrupted)) {
+                eprintln!("peer-relay-sim: cannot catch signal {signal}: {e}");
+                return ExitCode::FAILURE;
             }
         }
-        sim.set_pause_flag(Some(pause));
+        sim.set_pause_flag(Some(Arc::clone(&interrupted)));
     }
     loop {
         let checkpoint = checkpoint_every.map(|every| Instant::now() + every);

@@ -605,8 +605,8 @@ impl Sim {
         self.pause_at = at;
     }
 
-    /// Pauses the run, as [`Sim::set_pause_at`] does, once `flag` is raised (and lowers it
-    /// again): a signal handler can stop a long run so that it is saved rather than lost.
+    /// Pauses the run, as [`Sim::set_pause_at`] does, while `flag` is raised (lower it to go
+    /// on): a signal handler can stop a long run so that it is saved rather than lost.
     pub fn set_pause_flag(&mut self, flag: Option<Arc<AtomicBool>>) {
         self.pause_flag = flag;
     }
@@ -932,12 +932,12 @@ impl Sim {
         }
     }
 
-    /// Whether the pause time passed or the pause flag was raised; either is used up.
+    /// Whether the pause time passed (used up) or the pause flag is raised.
     fn pause_due(&mut self) -> bool {
         let flagged = self
             .pause_flag
             .as_ref()
-            .is_some_and(|flag| flag.swap(false, Ordering::Relaxed));
+            .is_some_and(|flag| flag.load(Ordering::Relaxed));
         let timed = self.pause_at.is_some_and(|at| Instant::now() >= at);
         if timed {
             self.pause_at = None;

@@ -1,9 +1,29 @@
 //! The `peer-relay-sim` command line: help, the JSON report's schema, the SVG chart.
 
+use std::path::PathBuf;
 use std::process::Command;
 
 fn sim() -> Command {
     Command::new(env!("CARGO_BIN_EXE_peer-relay-sim"))
+}
+
+/// The `--json --quiet` report of a run that must succeed.
+fn report(cmd: &mut Command) -> serde_json::Value {
+    let out = cmd.args(["--json", "--quiet"]).output().expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("a JSON report")
+}
+
+/// A fresh scratch directory for `test`, and a snapshot path in it.
+fn scratch(test: &str) -> (PathBuf, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("peer-relay-sim-{test}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let snapshot = dir.join("run.snapshot");
+    (dir, snapshot)
 }
 
 #[test]
@@ -144,9 +164,7 @@ fn deterministic(report: &serde_json::Value) -> serde_json::Value {
 
 #[test]
 fn a_run_paused_and_resumed_in_steps_reports_as_an_unbroken_one() {
-    let dir = std::env::temp_dir().join(format!("peer-relay-sim-resume-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let snapshot = dir.join("run.snapshot");
+    let (dir, snapshot) = scratch("resume");
     let run = [
         "--peers",
         "200",
@@ -157,13 +175,7 @@ fn a_run_paused_and_resumed_in_steps_reports_as_an_unbroken_one() {
         "--loss",
         "0.01",
     ];
-    let unbroken = sim()
-        .args(run)
-        .args(["--json", "--quiet"])
-        .output()
-        .unwrap();
-    assert!(unbroken.status.success());
-    let unbroken: serde_json::Value = serde_json::from_slice(&unbroken.stdout).unwrap();
+    let unbroken = report(sim().args(run));
 
     // A zero budget pauses at the first check, every 65,536 events.
     let pause = |cmd: &mut Command| {
@@ -202,9 +214,7 @@ fn a_run_paused_and_resumed_in_steps_reports_as_an_unbroken_one() {
 
 #[test]
 fn an_interrupted_run_with_a_save_file_is_saved_and_resumes_to_the_same_end() {
-    let dir = std::env::temp_dir().join(format!("peer-relay-sim-sigint-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let snapshot = dir.join("run.snapshot");
+    let (dir, snapshot) = scratch("sigint");
     // About 6 s of work here: the signal at 1 s finds it running.
     let run = ["--peers", "2000", "--messages", "2000", "--seed", "9"];
     let child = sim()
@@ -230,36 +240,17 @@ fn an_interrupted_run_with_a_save_file_is_saved_and_resumes_to_the_same_end() {
     );
     assert!(out.stdout.is_empty());
 
-    let resumed = sim()
-        .args(["--json", "--quiet", "--resume"])
-        .arg(&snapshot)
-        .output()
-        .unwrap();
-    assert!(resumed.status.success());
-    let resumed: serde_json::Value = serde_json::from_slice(&resumed.stdout).unwrap();
-    let unbroken = sim()
-        .args(run)
-        .args(["--json", "--quiet"])
-        .output()
-        .unwrap();
-    let unbroken: serde_json::Value = serde_json::from_slice(&unbroken.stdout).unwrap();
+    let resumed = report(sim().arg("--resume").arg(&snapshot));
+    let unbroken = report(sim().args(run));
     assert_eq!(deterministic(&resumed), deterministic(&unbroken));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn a_checkpointed_run_reports_as_an_unbroken_one_and_its_checkpoint_resumes() {
-    let dir = std::env::temp_dir().join(format!("peer-relay-sim-ckpt-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let snapshot = dir.join("run.snapshot");
+    let (dir, snapshot) = scratch("ckpt");
     let run = ["--peers", "200", "--messages", "2000", "--seed", "6"];
-    let unbroken = sim()
-        .args(run)
-        .args(["--json", "--quiet"])
-        .output()
-        .unwrap();
-    assert!(unbroken.status.success());
-    let unbroken: serde_json::Value = serde_json::from_slice(&unbroken.stdout).unwrap();
+    let unbroken = report(sim().args(run));
 
     // A zero interval saves at every check (65,536 events) and goes on to the end.
     let out = sim()
@@ -278,13 +269,7 @@ fn a_checkpointed_run_reports_as_an_unbroken_one_and_its_checkpoint_resumes() {
     assert_eq!(deterministic(&checkpointed), deterministic(&unbroken));
 
     // The last checkpoint goes on to the same end, as a crash after it would.
-    let resumed = sim()
-        .args(["--json", "--quiet", "--resume"])
-        .arg(&snapshot)
-        .output()
-        .unwrap();
-    assert!(resumed.status.success());
-    let resumed: serde_json::Value = serde_json::from_slice(&resumed.stdout).unwrap();
+    let resumed = report(sim().arg("--resume").arg(&snapshot));
     assert_eq!(deterministic(&resumed), deterministic(&unbroken));
 
     // A checkpoint needs a file to save to.
