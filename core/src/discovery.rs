@@ -543,12 +543,7 @@ mod tests {
     use super::*;
     use rand_core::SeedableRng;
 
-    fn id(first: u8, last: u8) -> PeerId {
-        let mut b = [0u8; 20];
-        b[0] = first;
-        b[19] = last;
-        PeerId::from_bytes(b)
-    }
+    use crate::id::test_id as id;
 
     #[test]
     fn stale_candidates_are_evicted_when_enabled() {

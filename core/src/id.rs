@@ -490,6 +490,16 @@ impl fmt::Debug for Distance {
     }
 }
 
+/// An id with the given first and last bytes, zeros between: unit tests place ids in a
+/// table's buckets by their first byte.
+#[cfg(test)]
+pub(crate) fn test_id(first: u8, last: u8) -> PeerId {
+    let mut bytes = [0u8; ID_LEN];
+    bytes[0] = first;
+    bytes[ID_LEN - 1] = last;
+    PeerId::from_bytes(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
