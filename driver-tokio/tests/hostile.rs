@@ -23,7 +23,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use common::{WAIT, stats_until};
+use common::{WAIT, next_event, stats_until};
 
 #[global_allocator]
 static ALLOCATOR: Cap<System> = Cap::new(System, usize::MAX);
@@ -74,7 +74,7 @@ async fn join_honest_pair(hub: PeerRelay) -> Net {
     let b = PeerRelay::new(join()).await.expect("b starts");
     let (mut a_events, mut b_events) = (a.events(), b.events());
     for events in [&mut a_events, &mut b_events] {
-        expect(events, "a link to the hub", |e| {
+        next_event(events, "a link to the hub", |e| {
             matches!(e, Event::Peer(id, _) if *id == hub.id()).then_some(())
         })
         .await;
@@ -93,28 +93,6 @@ async fn net(config: Config) -> Net {
     join_honest_pair(hub(config).await).await
 }
 
-/// Waits for the first event `pick` accepts, skipping others.
-async fn expect<T>(
-    events: &mut Events,
-    what: &str,
-    mut pick: impl FnMut(&Event) -> Option<T>,
-) -> T {
-    let found = tokio::time::timeout(WAIT, async {
-        while let Some(event) = events.next().await {
-            if let Some(found) = pick(&event) {
-                return Some(found);
-            }
-        }
-        None
-    })
-    .await;
-    match found {
-        Ok(Some(found)) => found,
-        Ok(None) => panic!("event stream ended while waiting for {what}"),
-        Err(_) => panic!("no {what} within {WAIT:?}"),
-    }
-}
-
 impl Net {
     /// A message each way between the honest peers, relayed by the hub.
     async fn honest_exchange(&mut self) {
@@ -125,7 +103,7 @@ impl Net {
         self.b.send(self.a.id(), &tag).await.expect("b sends");
         let (a, b) = (self.a.id(), self.b.id());
         for (events, from) in [(&mut self.b_events, a), (&mut self.a_events, b)] {
-            expect(events, &format!("honest message {tag}"), |e| match e {
+            next_event(events, &format!("honest message {tag}"), |e| match e {
                 // Two peers on the path: the sender and the hub.
                 Event::Message {
                     from: f,

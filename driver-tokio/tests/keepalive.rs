@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use common::{WAIT, stats_until};
+use common::{WAIT, next_event, stats_until};
 
 const INTERVAL: Duration = Duration::from_millis(400);
 
@@ -51,16 +51,10 @@ async fn stats(node: &PeerRelay) -> Stats {
 }
 
 async fn linked(events: &mut Events, peer: PeerId) {
-    tokio::time::timeout(WAIT, async {
-        while let Some(event) = events.next().await {
-            if matches!(event, Event::Peer(id, _) if id == peer) {
-                return;
-            }
-        }
-        panic!("event stream ended");
+    next_event(events, "the link", |e| {
+        matches!(e, Event::Peer(id, _) if *id == peer).then_some(())
     })
-    .await
-    .expect("a link within the wait");
+    .await;
 }
 
 /// A raw WebSocket peer linked to `hub` under `id`: it read the hub's id handshake and sent

@@ -2,6 +2,8 @@
 //! peers connect, direct message, send before connect, relay, automatic population), plus
 //! disconnect, destroy, bootstrap retries and the driver's bounds.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -13,8 +15,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
 
-/// Longest wait for any one expected event; a failing test fails here instead of hanging.
-const WAIT: Duration = Duration::from_secs(10);
+use common::{WAIT, next_event};
 
 /// Options for the WebSocket tests: WebRTC off, so that no test here gathers candidates
 /// outside loopback (the WebRTC tests run in a private network namespace, `tests/`).
@@ -57,30 +58,8 @@ fn url(relay: &PeerRelay) -> String {
     relay.url().expect("runs a server").to_owned()
 }
 
-/// Waits for the first event `pick` accepts, skipping others.
-async fn expect<T>(
-    events: &mut Events,
-    what: &str,
-    mut pick: impl FnMut(&Event) -> Option<T>,
-) -> T {
-    let found = tokio::time::timeout(WAIT, async {
-        while let Some(event) = events.next().await {
-            if let Some(found) = pick(&event) {
-                return Some(found);
-            }
-        }
-        None
-    })
-    .await;
-    match found {
-        Ok(Some(found)) => found,
-        Ok(None) => panic!("event stream ended while waiting for {what}"),
-        Err(_) => panic!("no {what} within {WAIT:?}"),
-    }
-}
-
 async fn expect_peer(events: &mut Events, peer: PeerId) {
-    expect(events, &format!("peer {peer}"), |e| {
+    next_event(events, &format!("peer {peer}"), |e| {
         (*e == Event::Peer(peer, Transport::WebSocket)).then_some(())
     })
     .await
@@ -88,7 +67,7 @@ async fn expect_peer(events: &mut Events, peer: PeerId) {
 
 async fn expect_removed(events: &mut Events, peer: PeerId) {
     let what = format!("peer-removed {peer}");
-    expect(events, &what, |e| {
+    next_event(events, &what, |e| {
         (*e == Event::PeerRemoved(peer)).then_some(())
     })
     .await
@@ -96,7 +75,7 @@ async fn expect_removed(events: &mut Events, peer: PeerId) {
 
 async fn expect_message(events: &mut Events, from: PeerId) -> serde_json::Value {
     let what = format!("message from {from}");
-    expect(events, &what, |e| match e {
+    next_event(events, &what, |e| match e {
         Event::Message { from: f, data, .. } if *f == from => Some(data.clone()),
         _ => None,
     })
@@ -286,7 +265,7 @@ async fn unreachable_bootstrap_is_retried_with_backoff_and_reported() {
     let mut failures = Vec::new();
     while failures.len() < 2 {
         failures.push(
-            expect(&mut events, "bootstrap failure", |e| match e {
+            next_event(&mut events, "bootstrap failure", |e| match e {
                 Event::BootstrapFailed {
                     url,
                     attempt,
@@ -323,7 +302,7 @@ async fn a_dial_that_never_upgrades_times_out_and_is_reported() {
         ..ws_only()
     })
     .await;
-    let failed = expect(&mut joiner.events(), "bootstrap failure", |e| match e {
+    let failed = next_event(&mut joiner.events(), "bootstrap failure", |e| match e {
         Event::BootstrapFailed { url, attempt, .. } => Some((url.clone(), *attempt)),
         _ => None,
     })
