@@ -166,11 +166,9 @@ impl PeerId {
     /// Appends the 40 lowercase hex characters to `out` (what the wire writer does for every
     /// id of every frame: no `&str` is made, so nothing is validated as UTF-8).
     pub fn push_hex(&self, out: &mut String) {
-        out.reserve(HEX_LEN);
-        for byte in self.0 {
-            out.push(char::from(HEX_DIGITS[usize::from(byte >> 4)]));
-            out.push(char::from(HEX_DIGITS[usize::from(byte & 0xf)]));
-        }
+        // One copy of the finished digits: pushing 40 chars one by one checks capacity and
+        // encodes UTF-8 for each.
+        out.push_str(self.to_hex().as_str());
     }
 
     /// Appends the JS Buffer JSON form, `{"type":"Buffer","data":[..]}`.
