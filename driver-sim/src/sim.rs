@@ -918,8 +918,12 @@ impl Sim {
                 break;
             };
             self.now = at;
+            let counted = self.counters.events;
             self.dispatch(ev);
-            if self.counters.events & 0xffff == 0 {
+            // Checks come once per 65,536 events: a superseded timer entry is no event, and
+            // must not repeat the check (a run resumed with no time budget would pause
+            // again where it stood).
+            if self.counters.events != counted && self.counters.events & 0xffff == 0 {
                 self.maybe_print_progress();
                 if self.over_rss_limit() {
                     return;
