@@ -9,19 +9,22 @@
 //! of each type. Then it prints, per tenth of the
 //! peers in join order, how many links each opened and how many it shed for its link
 //! budget (the links a forming network opens and closes again are most of its frames), how
-//! many of its connects failed and how many offers it declined.
+//! many of its connects failed and how many offers it declined. Last, where offers went on
+//! their first hop: to a link of their target (which hands them over: two frames), or to a
+//! peer that is not (the offer finds its own way on), and how often that peer was the one
+//! whose `foundPeers` reply introduced the target.
 //!
 //! ```text
 //! cargo run --release -p peer-relay-sim --example formation_costs [-- PEERS [SEED [RATE]]]
 //! ```
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::rc::Rc;
 use std::time::Duration;
 
-use peer_relay_core::CloseReason;
-use peer_relay_sim::{Sim, SimConfig};
+use peer_relay_core::{CloseReason, Event, Output, PeerId};
+use peer_relay_sim::{PeerIndex, Sim, SimConfig};
 
 /// Whether an envelope frame is its message's first hop: the path holds only the sender.
 fn first_hop(frame: &str) -> bool {
@@ -40,6 +43,108 @@ fn payload_type(frame: &str) -> &str {
     };
     let rest = &frame[at + KEY.len()..];
     rest.find('"').map_or("(malformed)", |end| &rest[..end])
+}
+
+/// The text of a frame's `key` (`"nonce"`, ...) string field.
+fn string_field<'a>(frame: &'a str, key: &str) -> Option<&'a str> {
+    let at = frame.find(&format!("\"{key}\":\""))? + key.len() + 4;
+    frame[at..].find('"').map(|end| &frame[at..at + end])
+}
+
+/// The ids a `foundPeers` frame lists (its payload's 40-hex strings).
+fn listed_ids(frame: &str) -> impl Iterator<Item = PeerId> + '_ {
+    let payload = frame.find("\"data\":{").map_or("", |at| &frame[at..]);
+    payload
+        .split('"')
+        .filter(|s| s.len() == 40)
+        .filter_map(|s| PeerId::from_hex(s).ok())
+}
+
+/// How an offer's first hop relates to its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum FirstHop {
+    /// A link of the target: it hands the offer over.
+    LinkedToTarget,
+    /// Not linked to the target, but the peer whose reply introduced it to the offerer.
+    Introducer,
+    /// Neither.
+    Other,
+}
+
+/// What the frame filter and the observer record about offers.
+#[derive(Default)]
+struct OfferPaths {
+    /// Live links, as the nodes report them.
+    links: BTreeSet<(PeerIndex, PeerId)>,
+    /// The peer whose `foundPeers` reply last listed an id, per receiver.
+    introduced_by: HashMap<(PeerIndex, PeerId), PeerIndex>,
+    /// Per offer (by nonce): its first hop's kind and the frames it took.
+    offers: HashMap<String, (FirstHop, u64)>,
+}
+
+impl OfferPaths {
+    fn saw_frame(&mut self, from: PeerIndex, to: PeerIndex, frame: &str) {
+        match payload_type(frame) {
+            "foundPeers" => {
+                for id in listed_ids(frame) {
+                    self.introduced_by.insert((to, id), from);
+                }
+            }
+            "handshake-offer" => {
+                let (Some(nonce), Some(target)) = (
+                    string_field(frame, "nonce"),
+                    string_field(frame, "to").and_then(|t| PeerId::from_hex(t).ok()),
+                ) else {
+                    return;
+                };
+                let kind = if self.links.contains(&(to, target)) {
+                    FirstHop::LinkedToTarget
+                } else if self.introduced_by.get(&(from, target)) == Some(&to) {
+                    FirstHop::Introducer
+                } else {
+                    FirstHop::Other
+                };
+                // The first frame of an offer is its first hop.
+                self.offers.entry(nonce.to_owned()).or_insert((kind, 0)).1 += 1;
+            }
+            _ => {}
+        }
+    }
+
+    fn saw_output(&mut self, peer: PeerIndex, output: &Output) {
+        match output {
+            Output::Event(Event::PeerConnected { peer: id, .. }) => {
+                self.links.insert((peer, *id));
+            }
+            Output::Event(Event::PeerDisconnected { peer: id }) => {
+                self.links.remove(&(peer, *id));
+            }
+            _ => {}
+        }
+    }
+
+    fn print(&self) {
+        let mut by_kind: BTreeMap<FirstHop, (u64, u64)> = BTreeMap::new();
+        for &(kind, frames) in self.offers.values() {
+            let totals = by_kind.entry(kind).or_default();
+            totals.0 += 1;
+            totals.1 += frames;
+        }
+        let offers: u64 = by_kind.values().map(|t| t.0).sum();
+        println!("offers by their first hop: offers, share, frames per offer");
+        for (kind, (count, frames)) in by_kind {
+            println!(
+                "  {:<34} {count:>9} {:5.1}% {:6.2}",
+                match kind {
+                    FirstHop::LinkedToTarget => "a link of the target",
+                    FirstHop::Introducer => "not linked to it, its introducer",
+                    FirstHop::Other => "not linked to it, another peer",
+                },
+                count as f64 * 100.0 / offers.max(1) as f64,
+                frames as f64 / count.max(1) as f64,
+            );
+        }
+    }
 }
 
 fn main() {
@@ -64,7 +169,13 @@ fn main() {
     // Per payload type: frames, and frames that were a message's first hop.
     let by_type: Rc<RefCell<BTreeMap<String, (u64, u64)>>> = Rc::default();
     let counting = Rc::clone(&by_type);
-    sim.set_frame_filter(Some(Box::new(move |_, _, frame: &str| {
+    let paths: Rc<RefCell<OfferPaths>> = Rc::default();
+    let (observing, filtering) = (Rc::clone(&paths), Rc::clone(&paths));
+    sim.set_observer(Some(Box::new(move |_, peer, output| {
+        observing.borrow_mut().saw_output(peer, output);
+    })));
+    sim.set_frame_filter(Some(Box::new(move |from, to, frame: &str| {
+        filtering.borrow_mut().saw_frame(from, to, frame);
         let mut by_type = counting.borrow_mut();
         let counts = by_type.entry(payload_type(frame).to_owned()).or_default();
         counts.0 += 1;
@@ -140,4 +251,5 @@ fn main() {
             chunk.iter().map(|c| c.4).sum::<u64>() as f64 / n,
         );
     }
+    paths.borrow().print();
 }
