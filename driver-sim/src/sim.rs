@@ -2089,6 +2089,47 @@ pub fn is_user_frame(frame: &str) -> bool {
 mod tests {
     use super::*;
 
+    /// The check every 65,536 events (progress, memory, pause) comes once: superseded timer
+    /// entries popped after it are no events and must not bring it back, or a run resumed
+    /// with no time budget would pause again where it stood, for ever if enough of them
+    /// were queued.
+    #[test]
+    fn superseded_timer_entries_do_not_repeat_the_check() {
+        let mut sim = Sim::new(SimConfig {
+            peers: 3,
+            servers: 1,
+            ..SimConfig::default()
+        })
+        .unwrap();
+        sim.run_for(Duration::from_secs(5));
+        let next = sim.queue.peek_time().expect("the nodes' timers are queued");
+        // The next event is the 65,536th, and stale timer entries queue right behind it.
+        sim.counters.events = 0xffff;
+        let stale = sim.peers[0].timer_generation.wrapping_add(1);
+        for _ in 0..3 {
+            sim.queue.push(
+                next,
+                Ev::Timer {
+                    node: 0,
+                    generation: stale,
+                },
+            );
+        }
+        sim.set_pause_at(Some(Instant::now()));
+        sim.run_for(Duration::from_secs(10));
+        assert!(sim.paused());
+        assert_eq!(sim.counters.events, 0x10000);
+        // Resumed with no budget: it goes on to the next check, which is far off.
+        sim.set_pause_at(Some(Instant::now()));
+        sim.run_for(Duration::from_secs(10));
+        assert!(
+            !sim.paused(),
+            "paused again at {} events",
+            sim.counters.events
+        );
+        assert!(sim.counters.events > 0x10000);
+    }
+
     #[test]
     fn user_frames_are_told_from_the_rest() {
         let id = "0".repeat(40);
